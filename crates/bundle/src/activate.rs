@@ -1,0 +1,99 @@
+//! Activation and rollback: the atomic switch of `ROOT/current`.
+//!
+//! A new symlink is made under a temporary name and renamed over `current`;
+//! rename(2) replaces the old link atomically, so every path lookup through
+//! `current` sees the old release or the new one, never neither and never a mix
+//! (as long as a request resolves `current` once). The root directory is then
+//! fsynced so the switch survives a crash.
+
+use crate::error::{Error, IoContext, Result};
+use crate::layout::Root;
+use crate::store::fsync_dir;
+use crate::tag;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+/// History lines kept when the file is compacted.
+const HISTORY_KEEP: usize = 200;
+
+/// Points `current` at an installed release. The one place `current` is switched.
+pub fn switch_current(root: &Root, tag: &str) -> Result<()> {
+    let tmp = root.path().join(format!(".current-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let target = Path::new("releases").join(tag::dir_name(tag));
+    std::os::unix::fs::symlink(&target, &tmp).at(&tmp)?;
+    let link = root.current_link();
+    if let Err(e) = fs::rename(&tmp, &link).at(&link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fsync_dir(root.path())
+}
+
+/// Activates an installed release. Returns false when it was already current.
+pub fn activate(root: &Root, tag: &str) -> Result<bool> {
+    tag::validate(tag)?;
+    let _lock = root.lock()?;
+    ensure_installed(root, tag)?;
+    if root.current()?.as_deref() == Some(tag) {
+        return Ok(false);
+    }
+    switch_current(root, tag)?;
+    record(root, tag)?;
+    tracing::info!(tag, "activated");
+    Ok(true)
+}
+
+/// Switches back to the most recently active release other than the current one
+/// that is still installed. No transfer, no assembly. Returns its tag.
+pub fn rollback(root: &Root) -> Result<String> {
+    let _lock = root.lock()?;
+    let current = root.current()?;
+    let target = previous(root, current.as_deref())?
+        .ok_or_else(|| Error::NothingToRollBack(root.path().to_path_buf()))?;
+    switch_current(root, &target)?;
+    record(root, &target)?;
+    tracing::info!(from = ?current, to = %target, "rolled back");
+    Ok(target)
+}
+
+/// The release a rollback would go to.
+pub fn previous(root: &Root, current: Option<&str>) -> Result<Option<String>> {
+    let installed = root.installed()?;
+    Ok(root
+        .history()?
+        .into_iter()
+        .rev()
+        .find(|t| Some(t.as_str()) != current && installed.contains(t)))
+}
+
+fn ensure_installed(root: &Root, tag: &str) -> Result<()> {
+    if root.release_dir(tag).is_dir() && root.manifest_file(tag).is_file() {
+        Ok(())
+    } else {
+        Err(Error::NoSuchRelease(
+            tag.to_string(),
+            root.path().display().to_string(),
+        ))
+    }
+}
+
+/// Appends to the activation history, compacting it now and then.
+fn record(root: &Root, tag: &str) -> Result<()> {
+    let path = root.history_file();
+    let mut lines = root.history()?;
+    if lines.len() >= 2 * HISTORY_KEEP {
+        lines.push(tag.to_string());
+        let keep = lines.split_off(lines.len() - HISTORY_KEEP);
+        let text: String = keep.iter().map(|l| format!("{l}\n")).collect();
+        return crate::store::write_atomically(&path, text.as_bytes(), true);
+    }
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .at(&path)?;
+    writeln!(f, "{tag}").at(&path)?;
+    f.sync_data().at(&path)
+}

@@ -1,0 +1,75 @@
+//! Garbage collection of releases and of unused chunks in `ROOT/store`.
+//!
+//! Kept: the current release, the one a rollback would go to, the N most recently
+//! installed, and any release a lease holds. Only finished releases are counted:
+//! partial and half-deleted trees are never candidates for the N, so a run of
+//! failed installs cannot push every good release out.
+
+use crate::error::{IoContext, Result};
+use crate::hash::Hash;
+use crate::layout::{GC_PREFIX, Root, remove_tree};
+use crate::releases::list;
+use crate::store::ChunkStore;
+use crate::tag;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::fs;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GcReport {
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+    pub chunks_removed: u64,
+    pub chunk_bytes_freed: u64,
+}
+
+/// Removes releases beyond what must be kept. `leased` tells whether a running
+/// process still uses a release (leases come with `shoal exec`).
+pub fn gc(root: &Root, keep_newest: usize, leased: &dyn Fn(&str) -> bool) -> Result<GcReport> {
+    let _lock = root.lock()?;
+    let releases = list(root)?;
+    let newest: HashSet<&str> = releases
+        .iter()
+        .rev()
+        .take(keep_newest)
+        .map(|r| r.tag.as_str())
+        .collect();
+    let mut report = GcReport::default();
+    for r in &releases {
+        if r.current || r.previous || newest.contains(r.tag.as_str()) || leased(&r.tag) {
+            report.kept.push(r.tag.clone());
+            continue;
+        }
+        // Rename first: an interrupted removal leaves a `.gc-` name, never a
+        // release with part of its files.
+        let dir = root.release_dir(&r.tag);
+        let doomed = root.releases_dir().join(format!(
+            "{GC_PREFIX}{}-{}",
+            tag::dir_name(&r.tag),
+            std::process::id()
+        ));
+        fs::rename(&dir, &doomed).at(&dir)?;
+        let man = root.manifest_file(&r.tag);
+        fs::remove_file(&man).at(&man)?;
+        remove_tree(&doomed)?;
+        tracing::info!(tag = %r.tag, "release removed");
+        report.removed.push(r.tag.clone());
+    }
+    let store_dir = root.store_dir();
+    if store_dir.is_dir() {
+        let mut live: HashSet<Hash> = HashSet::new();
+        for tag in &report.kept {
+            live.extend(
+                root.manifest(tag, None)?
+                    .manifest
+                    .chunks
+                    .iter()
+                    .map(|c| c.hash),
+            );
+        }
+        let (n, bytes) = ChunkStore::open(store_dir)?.retain(&live)?;
+        report.chunks_removed = n;
+        report.chunk_bytes_freed = bytes;
+    }
+    Ok(report)
+}

@@ -1,0 +1,234 @@
+//! The target layout under a root (default `/var/lib/shoal`):
+//!
+//! ```text
+//! ROOT/store/                      chunks shared by all releases
+//! ROOT/releases/<tag dir name>/    finished, verified, read-only trees
+//! ROOT/releases/.partial-*/        assembly in progress (never a release name)
+//! ROOT/releases/.gc-*/             a release being deleted
+//! ROOT/manifests/<name>.manifest   the signed manifest of each installed release
+//! ROOT/current -> releases/<name>  the live release
+//! ROOT/history                     one activated tag per line, oldest first
+//! ROOT/.lock                       held while the layout is being changed
+//! ```
+//!
+//! A release exists when its directory under `releases/` does; its manifest is
+//! written before the directory is renamed there. Anything `.`-prefixed under
+//! `releases/` is leftover work, removed by [`Root::lock`]'s cleanup.
+
+use crate::error::{IoContext, Result};
+use crate::hash::Hash;
+use crate::signing::{TrustedKey, Verified, open_signed};
+use crate::tag;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct Root {
+    path: PathBuf,
+}
+
+/// Holds the root's lock; dropping it releases the lock.
+pub struct RootLock {
+    _file: fs::File,
+}
+
+pub(crate) const PARTIAL_PREFIX: &str = ".partial-";
+pub(crate) const GC_PREFIX: &str = ".gc-";
+
+impl Root {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Root { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn store_dir(&self) -> PathBuf {
+        self.path.join("store")
+    }
+    pub fn releases_dir(&self) -> PathBuf {
+        self.path.join("releases")
+    }
+    pub fn manifests_dir(&self) -> PathBuf {
+        self.path.join("manifests")
+    }
+    pub fn current_link(&self) -> PathBuf {
+        self.path.join("current")
+    }
+    pub fn history_file(&self) -> PathBuf {
+        self.path.join("history")
+    }
+    pub fn release_dir(&self, tag: &str) -> PathBuf {
+        self.releases_dir().join(tag::dir_name(tag))
+    }
+    pub fn manifest_file(&self, tag: &str) -> PathBuf {
+        self.manifests_dir()
+            .join(format!("{}.manifest", tag::dir_name(tag)))
+    }
+
+    /// Creates the layout if needed, takes the exclusive lock (waiting for another
+    /// shoal process to finish), and removes what interrupted work left behind.
+    pub fn lock(&self) -> Result<RootLock> {
+        for d in [self.releases_dir(), self.manifests_dir()] {
+            fs::create_dir_all(&d).at(&d)?;
+        }
+        let lock_path = self.path.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        file.lock().at(&lock_path)?;
+        let lock = RootLock { _file: file };
+        self.clean_leftovers()?;
+        Ok(lock)
+    }
+
+    /// Removes partial and half-deleted release directories, temporary files, and
+    /// manifests whose release directory never appeared. Call only under the lock.
+    fn clean_leftovers(&self) -> Result<()> {
+        let rel = self.releases_dir();
+        for item in fs::read_dir(&rel).at(&rel)? {
+            let item = item.at(&rel)?;
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(PARTIAL_PREFIX) || name.starts_with(GC_PREFIX) {
+                tracing::info!(dir = %item.path().display(), "removing leftover");
+                remove_tree(&item.path())?;
+            }
+        }
+        let man = self.manifests_dir();
+        for item in fs::read_dir(&man).at(&man)? {
+            let item = item.at(&man)?;
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            let orphan = match name.strip_suffix(".manifest") {
+                Some(stem) => !rel.join(stem).is_dir(),
+                None => name.starts_with(".tmp-"),
+            };
+            if orphan {
+                fs::remove_file(item.path()).at(item.path())?;
+            }
+        }
+        for item in fs::read_dir(&self.path).at(&self.path)? {
+            let item = item.at(&self.path)?;
+            if item.file_name().to_string_lossy().starts_with(".current-") {
+                fs::remove_file(item.path()).at(item.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tags of all finished releases (unordered).
+    pub fn installed(&self) -> Result<Vec<String>> {
+        let rel = self.releases_dir();
+        let mut out = Vec::new();
+        let items = match fs::read_dir(&rel) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            r => r.at(&rel)?,
+        };
+        for item in items {
+            let item = item.at(&rel)?;
+            if let Some(tag) = item.file_name().to_str().and_then(tag::from_dir_name)
+                && self.manifest_file(&tag).is_file()
+            {
+                out.push(tag);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads and re-verifies the manifest of an installed release.
+    pub fn manifest(&self, tag: &str, trusted: Option<&[TrustedKey]>) -> Result<Verified> {
+        let path = self.manifest_file(tag);
+        let bytes = match fs::read(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(crate::Error::NoSuchRelease(
+                    tag.to_string(),
+                    self.path.display().to_string(),
+                ));
+            }
+            r => r.at(&path)?,
+        };
+        match trusted {
+            Some(keys) => Ok(open_signed(&bytes, keys)?),
+            None => Ok(open_installed(&bytes)?),
+        }
+    }
+
+    /// The tag `current` points to, if any.
+    pub fn current(&self) -> Result<Option<String>> {
+        let link = self.current_link();
+        match fs::read_link(&link) {
+            Ok(target) => Ok(target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(tag::from_dir_name)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(&link),
+        }
+    }
+
+    /// Tags in activation order, oldest first.
+    pub fn history(&self) -> Result<Vec<String>> {
+        let path = self.history_file();
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(s
+                .lines()
+                .filter(|l| tag::validate(l).is_ok())
+                .map(String::from)
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    /// Release ids keyed by tag for every installed release, without re-checking signatures.
+    pub fn installed_id(&self, tag: &str) -> Result<Hash> {
+        Ok(self.manifest(tag, None)?.id)
+    }
+}
+
+/// Opens a manifest that was verified when its release was installed: the signature
+/// was checked then against keys that may since have rotated, so only the contents
+/// are re-validated here.
+fn open_installed(bytes: &[u8]) -> Result<Verified, crate::error::ManifestError> {
+    use crate::error::ManifestError;
+    let env: crate::signing::SignedManifest =
+        postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+    let manifest = crate::manifest::Manifest::decode(&env.manifest)?;
+    Ok(Verified {
+        id: Hash::of(&env.manifest),
+        manifest,
+        signed_bytes: bytes.to_vec(),
+    })
+}
+
+/// Removes a tree, making read-only directories writable first.
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(_) => {
+            // A directory without write permission (for non-root users) blocks
+            // removal of its entries: open them up and try again.
+            fn open_up(p: &Path) {
+                if let Ok(m) = fs::symlink_metadata(p)
+                    && m.is_dir()
+                {
+                    let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o755));
+                    if let Ok(rd) = fs::read_dir(p) {
+                        for e in rd.flatten() {
+                            open_up(&e.path());
+                        }
+                    }
+                }
+            }
+            open_up(path);
+            fs::remove_dir_all(path).at(path)
+        }
+    }
+}

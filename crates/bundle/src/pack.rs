@@ -1,0 +1,188 @@
+//! Packing: a release directory into chunks in a store plus a signed manifest.
+//!
+//! One thread walks the canonical stream (reading files, hashing each, cutting
+//! chunks with FastCDC); rayon's workers hash and compress the chunks and write the
+//! new ones, so both cores stay busy and memory holds only the chunks in flight.
+
+use crate::Progress;
+use crate::chunk::{ChunkParams, compress};
+use crate::error::{Error, IoContext, Result};
+use crate::hash::Hash;
+use crate::manifest::{ChunkRef, Entry, EntryKind, MANIFEST_VERSION, Manifest};
+use crate::scan::{Found, StreamReader, scan};
+use crate::signing::DeployKey;
+use crate::store::{ChunkStore, write_atomically};
+use crate::tag;
+use fastcdc::v2020::StreamCDC;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+#[derive(Clone, Debug)]
+pub struct PackOptions {
+    pub tag: String,
+    pub chunking: ChunkParams,
+    /// zstd level for new chunks.
+    pub level: i32,
+}
+
+impl PackOptions {
+    pub fn new(tag: impl Into<String>) -> Self {
+        PackOptions {
+            tag: tag.into(),
+            chunking: ChunkParams::default(),
+            level: 3,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PackReport {
+    pub id: String,
+    pub tag: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes of all regular files.
+    pub bytes: u64,
+    pub chunks: u64,
+    /// Chunks this pack added to the store.
+    pub new_chunks: u64,
+    /// Compressed bytes this pack added to the store.
+    pub new_bytes_stored: u64,
+    pub manifest: String,
+}
+
+/// Bytes that [`pack`] will read, for a progress bar's length.
+pub fn stream_size(src: &Path) -> Result<u64> {
+    Ok(scan(src)?
+        .iter()
+        .map(|e| match e.kind {
+            Found::File { size, .. } => size,
+            _ => 0,
+        })
+        .sum())
+}
+
+pub fn pack(
+    src: &Path,
+    store: &ChunkStore,
+    key: &DeployKey,
+    opts: &PackOptions,
+    progress: Progress,
+) -> Result<PackReport> {
+    tag::validate(&opts.tag)?;
+    opts.chunking.validate()?;
+    let found = scan(src)?;
+    let files: Vec<_> = found
+        .iter()
+        .filter_map(|e| match e.kind {
+            Found::File { size, .. } => Some((src.join(&e.path), size)),
+            _ => None,
+        })
+        .collect();
+
+    let mut reader = StreamReader::new(files, progress);
+    let c = opts.chunking;
+    let cut = StreamCDC::new(&mut reader, c.min as usize, c.avg as usize, c.max as usize);
+    let level = opts.level;
+    let results: Vec<std::result::Result<(usize, ChunkRef, u64), Error>> = cut
+        .enumerate()
+        .par_bridge()
+        .map_init(
+            || zstd::bulk::Compressor::new(level),
+            |comp, (i, chunk)| {
+                let chunk = chunk.map_err(|e| Error::Io {
+                    path: src.to_path_buf(),
+                    source: e.into(),
+                })?;
+                let hash = Hash::of(&chunk.data);
+                let r = ChunkRef {
+                    hash,
+                    len: chunk.data.len() as u32,
+                };
+                if store.contains(&hash) {
+                    return Ok((i, r, 0));
+                }
+                let comp = comp.as_mut().map_err(|e| Error::Io {
+                    path: store.dir().into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+                let z = compress(comp, &chunk.data).at(store.chunk_path(&hash))?;
+                store.put_compressed(&hash, &z)?;
+                Ok((i, r, z.len() as u64))
+            },
+        )
+        .collect();
+    if let Some(e) = reader.failure.take() {
+        return Err(e);
+    }
+    let mut chunks = Vec::with_capacity(results.len());
+    for r in results {
+        chunks.push(r?);
+    }
+    chunks.sort_unstable_by_key(|(i, _, _)| *i);
+    let mut seen = HashSet::new();
+    let (mut new_chunks, mut new_bytes) = (0, 0);
+    for (_, r, stored) in &chunks {
+        if *stored > 0 && seen.insert(r.hash) {
+            new_chunks += 1;
+            new_bytes += stored;
+        }
+    }
+
+    let mut hashes = reader.hashes.into_iter();
+    let mut offset = 0u64;
+    let (mut n_files, mut n_dirs, mut n_links) = (0, 0, 0);
+    let entries: Vec<Entry> = found
+        .into_iter()
+        .map(|e| {
+            let kind = match e.kind {
+                Found::Dir => {
+                    n_dirs += 1;
+                    EntryKind::Dir
+                }
+                Found::Symlink { target } => {
+                    n_links += 1;
+                    EntryKind::Symlink { target }
+                }
+                Found::File { executable, size } => {
+                    n_files += 1;
+                    let k = EntryKind::File {
+                        executable,
+                        size,
+                        offset,
+                        hash: hashes.next().expect("one hash per file"),
+                    };
+                    offset += size;
+                    k
+                }
+            };
+            Entry { path: e.path, kind }
+        })
+        .collect();
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        tag: opts.tag.clone(),
+        chunking: opts.chunking,
+        entries,
+        chunks: chunks.into_iter().map(|(_, r, _)| r).collect(),
+    };
+    manifest.validate()?;
+    let (signed, id) = key.sign(&manifest);
+    let path = store.manifest_path(&opts.tag);
+    write_atomically(&path, &signed, true)?;
+    Ok(PackReport {
+        id: id.to_hex(),
+        tag: opts.tag.clone(),
+        files: n_files,
+        dirs: n_dirs,
+        symlinks: n_links,
+        bytes: offset,
+        chunks: manifest.chunks.len() as u64,
+        new_chunks,
+        new_bytes_stored: new_bytes,
+        manifest: path.display().to_string(),
+    })
+}

@@ -1,0 +1,238 @@
+//! Deploy keys and signed manifests.
+//!
+//! The deploy key (ed25519) signs the release id. Agents pin the public keys they
+//! trust; transport trust (the cluster CA) is separate and is not consulted here.
+//! Key files are one line of text: `shoal-deploy-secret-v1 <hex>` and
+//! `shoal-deploy-key-v1 <hex>`.
+
+use crate::error::{Error, IoContext, ManifestError, Result};
+use crate::hash::Hash;
+use crate::manifest::{MAX_MANIFEST_BYTES, Manifest, check_version};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+pub const SIGNED_VERSION: u32 = 1;
+const SECRET_PREFIX: &str = "shoal-deploy-secret-v1 ";
+const PUBLIC_PREFIX: &str = "shoal-deploy-key-v1 ";
+/// Domain separation: a shoal signature can never be replayed as another protocol's.
+const CONTEXT: &[u8] = b"shoal release manifest v1\0";
+
+/// The envelope stored beside chunks and sent to agents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SignedManifest {
+    pub version: u32,
+    /// The canonical manifest encoding; its BLAKE3 is the release id.
+    pub manifest: Vec<u8>,
+    /// The public key that signed (must be one the reader trusts).
+    pub key: [u8; 32],
+    /// 64 signature bytes (serde has no 64-byte arrays).
+    pub signature: Vec<u8>,
+}
+
+/// A manifest whose signature, key and contents have all been checked.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub manifest: Manifest,
+    pub id: Hash,
+    /// The envelope as received, to store beside the installed release.
+    pub signed_bytes: Vec<u8>,
+}
+
+pub struct DeployKey(SigningKey);
+
+impl DeployKey {
+    pub fn generate() -> Result<Self> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| Error::Random(e.to_string()))?;
+        Ok(DeployKey(SigningKey::from_bytes(&seed)))
+    }
+
+    pub fn public(&self) -> TrustedKey {
+        TrustedKey(self.0.verifying_key())
+    }
+
+    /// Writes the secret key (mode 0600) to `path` and the public key to `path.pub`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .at(path)?;
+        writeln!(f, "{SECRET_PREFIX}{}", hex(self.0.as_bytes())).at(path)?;
+        self.public().save(&pub_path(path))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = read_key_line(path, SECRET_PREFIX)?;
+        Ok(DeployKey(SigningKey::from_bytes(&bytes)))
+    }
+
+    /// Signs a manifest, returning the envelope's bytes and the release id.
+    pub fn sign(&self, manifest: &Manifest) -> (Vec<u8>, Hash) {
+        let encoded = manifest.encode();
+        let id = Hash::of(&encoded);
+        let signature = self.0.sign(&signed_message(&id));
+        let env = SignedManifest {
+            version: SIGNED_VERSION,
+            manifest: encoded,
+            key: self.0.verifying_key().to_bytes(),
+            signature: signature.to_bytes().to_vec(),
+        };
+        (postcard::to_stdvec(&env).expect("Vec output"), id)
+    }
+}
+
+/// A public deploy key that an agent trusts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedKey(pub VerifyingKey);
+
+impl TrustedKey {
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = read_key_line(path, PUBLIC_PREFIX)?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(TrustedKey)
+            .map_err(|_| Error::BadKey {
+                path: path.to_path_buf(),
+                reason: "not a valid ed25519 public key".into(),
+            })
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        fs::write(path, format!("{PUBLIC_PREFIX}{}\n", hex(self.0.as_bytes()))).at(path)
+    }
+
+    pub fn fingerprint(&self) -> String {
+        hex(self.0.as_bytes())
+    }
+}
+
+/// `FILE.pub` for a secret key `FILE`.
+pub fn pub_path(path: &Path) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".pub");
+    s.into()
+}
+
+fn signed_message(id: &Hash) -> Vec<u8> {
+    [CONTEXT, &id.0].concat()
+}
+
+/// Decodes an untrusted envelope: bounded size, known version, a trusted key, a
+/// valid signature over the release id, then a valid manifest.
+pub fn open_signed(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verified, ManifestError> {
+    if bytes.len() > MAX_MANIFEST_BYTES + 1024 {
+        return Err(ManifestError::TooLarge(bytes.len(), MAX_MANIFEST_BYTES));
+    }
+    check_version("signed manifest", bytes, SIGNED_VERSION)?;
+    let env: SignedManifest =
+        postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+    let key = VerifyingKey::from_bytes(&env.key).map_err(|_| ManifestError::BadSignature)?;
+    if !trusted.iter().any(|t| t.0 == key) {
+        return Err(ManifestError::UntrustedKey(hex(&env.key)));
+    }
+    let signature =
+        Signature::from_slice(&env.signature).map_err(|_| ManifestError::BadSignature)?;
+    let id = Hash::of(&env.manifest);
+    key.verify_strict(&signed_message(&id), &signature)
+        .map_err(|_| ManifestError::BadSignature)?;
+    let manifest = Manifest::decode(&env.manifest)?;
+    Ok(Verified {
+        manifest,
+        id,
+        signed_bytes: bytes.to_vec(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_key_line(path: &Path, prefix: &str) -> Result<[u8; 32]> {
+    let text = fs::read_to_string(path).at(path)?;
+    let bad = |reason: &str| Error::BadKey {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let hexpart = text.trim().strip_prefix(prefix).ok_or_else(|| {
+        bad(&format!(
+            "expected a line starting with {:?}",
+            prefix.trim()
+        ))
+    })?;
+    let mut out = [0u8; 32];
+    if hexpart.len() != 64 {
+        return Err(bad("expected 64 hex digits"));
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hexpart[2 * i..2 * i + 2], 16)
+            .map_err(|_| bad("expected 64 hex digits"))?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::ChunkParams;
+    use crate::manifest::MANIFEST_VERSION;
+
+    fn sample() -> Manifest {
+        Manifest {
+            version: MANIFEST_VERSION,
+            tag: "v1".into(),
+            chunking: ChunkParams::default(),
+            entries: vec![],
+            chunks: vec![],
+        }
+    }
+
+    #[test]
+    fn sign_open_and_refuse() {
+        let k = DeployKey::generate().unwrap();
+        let other = DeployKey::generate().unwrap();
+        let (bytes, id) = k.sign(&sample());
+        let v = open_signed(&bytes, &[other.public(), k.public()]).unwrap();
+        assert_eq!(v.id, id);
+        assert_eq!(v.manifest, sample());
+
+        assert!(matches!(
+            open_signed(&bytes, &[other.public()]),
+            Err(ManifestError::UntrustedKey(_))
+        ));
+        // A signature made by the trusted key over another manifest.
+        let mut env: SignedManifest = postcard::from_bytes(&bytes).unwrap();
+        let mut m2 = sample();
+        m2.tag = "v2".into();
+        env.manifest = m2.encode();
+        let forged = postcard::to_stdvec(&env).unwrap();
+        assert!(matches!(
+            open_signed(&forged, &[k.public()]),
+            Err(ManifestError::BadSignature)
+        ));
+        // Missing signature.
+        env.signature.clear();
+        let unsigned = postcard::to_stdvec(&env).unwrap();
+        assert!(matches!(
+            open_signed(&unsigned, &[k.public()]),
+            Err(ManifestError::BadSignature)
+        ));
+    }
+
+    #[test]
+    fn key_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.key");
+        let k = DeployKey::generate().unwrap();
+        k.save(&path).unwrap();
+        let again = DeployKey::load(&path).unwrap();
+        assert_eq!(again.public(), k.public());
+        assert_eq!(TrustedKey::load(&pub_path(&path)).unwrap(), k.public());
+        assert!(DeployKey::load(&pub_path(&path)).is_err());
+        assert!(k.save(&path).is_err(), "never overwrites a key");
+    }
+}

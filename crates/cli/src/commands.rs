@@ -1,0 +1,269 @@
+//! One function per subcommand.
+
+use crate::{Cli, Command, KeyCommand, demo, progress::bytes_bar};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use shoal_bundle::assemble::{InstallOptions, install, load_from_store};
+use shoal_bundle::chunk::ChunkParams;
+use shoal_bundle::pack::{PackOptions, pack, stream_size};
+use shoal_bundle::signing::{DeployKey, TrustedKey, pub_path};
+use shoal_bundle::{ChunkStore, Root, activate, audit, gc, releases};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Prints `value` as JSON, or `text` for people.
+fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string(value).expect("serializable"));
+    } else {
+        print!("{}", text());
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    match cli.command {
+        Command::Demo { dir } => demo::run(dir.as_deref(), json),
+        Command::Key {
+            command: KeyCommand::New { out },
+        } => {
+            let key = DeployKey::generate().context("generating a key")?;
+            key.save(&out)
+                .with_context(|| format!("writing deploy key {}", out.display()))?;
+            let public = pub_path(&out);
+            emit(
+                json,
+                &serde_json::json!({
+                    "secret": out, "public": public, "fingerprint": key.public().fingerprint()
+                }),
+                || {
+                    format!(
+                        "wrote {} (secret) and {} (public)\nfingerprint {}\n",
+                        out.display(),
+                        public.display(),
+                        key.public().fingerprint()
+                    )
+                },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack {
+            dir,
+            tag,
+            store,
+            key,
+            chunk_avg,
+            level,
+        } => {
+            let key = DeployKey::load(&key).context("loading the deploy key")?;
+            let store = ChunkStore::open(&store).context("opening the store")?;
+            let mut opts = PackOptions::new(&tag);
+            opts.chunking = ChunkParams::with_avg(chunk_avg);
+            opts.level = level;
+            let bar = bytes_bar(json, stream_size(&dir).unwrap_or(0), "packing");
+            let report = pack(&dir, &store, &key, &opts, &|n| bar.inc(n))
+                .with_context(|| format!("packing {} as {tag}", dir.display()))?;
+            bar.finish_and_clear();
+            emit(json, &report, || {
+                format!(
+                    "packed {} as {}: {} files, {} bytes, {} chunks ({} new, {} bytes stored)\nid {}\n",
+                    dir.display(),
+                    report.tag,
+                    report.files,
+                    report.bytes,
+                    report.chunks,
+                    report.new_chunks,
+                    report.new_bytes_stored,
+                    report.id
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Install {
+            tag,
+            store,
+            root,
+            trust,
+            activate: then_activate,
+            reserve,
+            no_link,
+        } => {
+            let trusted = load_trusted(&trust)?;
+            let store = ChunkStore::open(&store).context("opening the store")?;
+            let root = Root::new(&root);
+            let release = load_from_store(&store, &tag, &trusted)
+                .with_context(|| format!("reading release {tag} from {}", store.dir().display()))?;
+            let bar = bytes_bar(json, release.manifest.stream_len(), "installing");
+            let opts = InstallOptions {
+                reserve,
+                link_unchanged: !no_link,
+                progress: &|n| bar.inc(n),
+            };
+            let report = install(&root, &store, &release, opts)
+                .with_context(|| format!("installing {tag} into {}", root.path().display()))?;
+            bar.finish_and_clear();
+            let activated = if then_activate {
+                activate::activate(&root, &tag).with_context(|| format!("activating {tag}"))?
+            } else {
+                false
+            };
+            #[derive(Serialize)]
+            struct Out<'a> {
+                #[serde(flatten)]
+                report: &'a shoal_bundle::assemble::InstallReport,
+                activated: bool,
+            }
+            emit(
+                json,
+                &Out {
+                    report: &report,
+                    activated,
+                },
+                || {
+                    let mut s = if report.already_installed {
+                        format!("{} is already installed in {}\n", tag, report.dir)
+                    } else {
+                        format!(
+                            "installed {} into {}: {} files, {} bytes ({} written, {} linked from the current release), verified\n",
+                            tag,
+                            report.dir,
+                            report.files,
+                            report.bytes,
+                            report.bytes_written,
+                            report.bytes_linked
+                        )
+                    };
+                    if activated {
+                        s.push_str(&format!("activated {tag}\n"));
+                    }
+                    s
+                },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Activate { tag, root } => {
+            let root = Root::new(&root);
+            let changed = activate::activate(&root, &tag)
+                .with_context(|| format!("activating {tag} in {}", root.path().display()))?;
+            emit(
+                json,
+                &serde_json::json!({"current": tag, "changed": changed}),
+                || {
+                    if changed {
+                        format!("current -> {tag}\n")
+                    } else {
+                        format!("{tag} was already current\n")
+                    }
+                },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { root } => {
+            let root = Root::new(&root);
+            let from = root.current()?;
+            let to = activate::rollback(&root)
+                .with_context(|| format!("rolling back in {}", root.path().display()))?;
+            emit(
+                json,
+                &serde_json::json!({"from": from, "current": to}),
+                || {
+                    format!(
+                        "current -> {to} (was {})\n",
+                        from.as_deref().unwrap_or("none")
+                    )
+                },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Releases { root } => {
+            let root = Root::new(&root);
+            let list = releases::list(&root)
+                .with_context(|| format!("listing releases in {}", root.path().display()))?;
+            emit(json, &list, || {
+                let mut s = format!(
+                    "{:<2} {:<32} {:<16} {:>8} {:>14}\n",
+                    "", "TAG", "ID", "FILES", "BYTES"
+                );
+                for r in &list {
+                    let mark = if r.current {
+                        "*"
+                    } else if r.previous {
+                        "<"
+                    } else {
+                        ""
+                    };
+                    s.push_str(&format!(
+                        "{:<2} {:<32} {:<16} {:>8} {:>14}\n",
+                        mark,
+                        r.tag,
+                        &r.id[..16],
+                        r.files,
+                        r.bytes
+                    ));
+                }
+                s.push_str("(* current, < previous: where rollback goes)\n");
+                s
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { tag, root } => {
+            let root = Root::new(&root);
+            let report = audit::audit_release(&root, tag.as_deref())
+                .with_context(|| format!("auditing {}", root.path().display()))?;
+            emit(json, &report, || audit_text(&report));
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Gc { root, keep } => {
+            let root = Root::new(&root);
+            // Leases arrive with `shoal exec`; until then nothing is leased.
+            let report = gc::gc(&root, keep, &|_| false)
+                .with_context(|| format!("collecting garbage in {}", root.path().display()))?;
+            emit(json, &report, || {
+                format!(
+                    "removed {} release(s) {:?}, kept {:?}, freed {} chunk(s) ({} bytes)\n",
+                    report.removed.len(),
+                    report.removed,
+                    report.kept,
+                    report.chunks_removed,
+                    report.chunk_bytes_freed
+                )
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn load_trusted(paths: &[impl AsRef<Path>]) -> Result<Vec<TrustedKey>> {
+    paths
+        .iter()
+        .map(|p| {
+            TrustedKey::load(p.as_ref())
+                .with_context(|| format!("loading trusted key {}", p.as_ref().display()))
+        })
+        .collect()
+}
+
+pub fn audit_text(r: &shoal_bundle::audit::AuditReport) -> String {
+    let mut s = format!(
+        "audit {} ({}): {} entries, {} bytes hashed: {}\n",
+        r.tag,
+        &r.id[..16.min(r.id.len())],
+        r.entries_checked,
+        r.bytes_hashed,
+        if r.is_clean() { "clean" } else { "DIFFERS" }
+    );
+    for f in &r.modified {
+        s.push_str(&format!("  modified {}: {}\n", f.path, f.reason));
+    }
+    for p in &r.missing {
+        s.push_str(&format!("  missing  {p}\n"));
+    }
+    for p in &r.extra {
+        s.push_str(&format!("  extra    {p}\n"));
+    }
+    s
+}

@@ -1,0 +1,139 @@
+//! `shoal`: the command line. Thin: parse arguments, call the libraries, show
+//! progress on a terminal, print a report or one JSON object.
+
+mod commands;
+mod demo;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Peer-to-peer, content-addressed release distribution"
+)]
+struct Cli {
+    /// Print one JSON object instead of text, and no progress bars.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole job on a generated sample release, with a report.
+    Demo {
+        /// Work directory (default: a temporary one, removed afterwards).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Deploy keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Pack a release directory into the store and sign its manifest.
+    Pack {
+        dir: PathBuf,
+        #[arg(long)]
+        tag: String,
+        #[arg(long)]
+        store: PathBuf,
+        /// The deploy key's secret file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Average chunk size in bytes (min is half, max four times).
+        #[arg(long, default_value_t = 32 * 1024)]
+        chunk_avg: u32,
+        /// zstd level for new chunks.
+        #[arg(long, default_value_t = 3)]
+        level: i32,
+    },
+    /// Assemble and verify a release from a store into ROOT/releases/.
+    Install {
+        tag: String,
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        root: PathBuf,
+        /// Trusted deploy public key(s) (FILE.pub); repeat for several.
+        #[arg(long, required = true)]
+        trust: Vec<PathBuf>,
+        /// Switch `current` to the release once it is verified.
+        #[arg(long)]
+        activate: bool,
+        /// Bytes that must stay free on the root's filesystem afterwards.
+        #[arg(long, default_value_t = 64 << 20)]
+        reserve: u64,
+        /// Write every file instead of hard-linking unchanged ones from the current release.
+        #[arg(long)]
+        no_link: bool,
+    },
+    /// Switch `current` to an installed release.
+    Activate {
+        tag: String,
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Switch `current` back to the previously active release.
+    Rollback {
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// List installed releases.
+    Releases {
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Re-hash an installed release (default: current) and compare it with its manifest.
+    Audit {
+        tag: Option<String>,
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Remove old releases and unused chunks, keeping current, previous and the N newest.
+    Gc {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        keep: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Write a new deploy key pair: FILE (secret, mode 0600) and FILE.pub.
+    New {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if cli_json_requested() {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn cli_json_requested() -> bool {
+    std::env::args().any(|a| a == "--json")
+}
