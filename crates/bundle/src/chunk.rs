@@ -41,9 +41,9 @@ impl ChunkParams {
             && self.avg >= 256
             && self.max >= 1024
             && self.max <= MAX_CHUNK
-            && self.min % 2 == 0
-            && self.avg % 2 == 0
-            && self.max % 2 == 0;
+            && self.min.is_multiple_of(2)
+            && self.avg.is_multiple_of(2)
+            && self.max.is_multiple_of(2);
         if ok {
             Ok(())
         } else {

@@ -185,7 +185,7 @@ impl Root {
         }
     }
 
-    /// Release ids keyed by tag for every installed release, without re-checking signatures.
+    /// The id of an installed release (its signature was checked at install).
     pub fn installed_id(&self, tag: &str) -> Result<Hash> {
         Ok(self.manifest(tag, None)?.id)
     }

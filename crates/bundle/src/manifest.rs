@@ -152,7 +152,7 @@ impl Manifest {
                 path: e.path.clone(),
                 reason: reason.to_string(),
             };
-            validate_path(&e.path).map_err(|r| bad(r))?;
+            validate_path(&e.path).map_err(bad)?;
             if let Some(p) = prev
                 && p.path.as_bytes() >= e.path.as_bytes()
             {

@@ -32,7 +32,7 @@ impl PackOptions {
         PackOptions {
             tag: tag.into(),
             chunking: ChunkParams::default(),
-            level: 3,
+            level: 1,
         }
     }
 }

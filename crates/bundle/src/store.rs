@@ -30,6 +30,14 @@ impl ChunkStore {
         for sub in ["chunks", "manifests"] {
             fs::create_dir_all(dir.join(sub)).at(dir.join(sub))?;
         }
+        // All 256 fan-out directories up front: no mkdir or stat per chunk written.
+        for b in 0..=255u8 {
+            let d = dir.join("chunks").join(format!("{b:02x}"));
+            match fs::create_dir(&d) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e).at(&d),
+                _ => {}
+            }
+        }
         Ok(ChunkStore { dir })
     }
 
@@ -146,7 +154,6 @@ impl ChunkStore {
 /// With `durable`, the file and its directory are fsynced.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().expect("store paths have a parent");
-    fs::create_dir_all(dir).at(dir)?;
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),

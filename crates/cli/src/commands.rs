@@ -1,6 +1,6 @@
 //! One function per subcommand.
 
-use crate::{Cli, Command, KeyCommand, demo, progress::bytes_bar};
+use crate::{Cli, Command, KeyCommand, Preset, demo, progress::bytes_bar};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use shoal_bundle::assemble::{InstallOptions, install, load_from_store};
@@ -24,6 +24,35 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     match cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), json),
+        Command::Sample {
+            out,
+            preset,
+            edit,
+            seed,
+        } => {
+            let spec = match preset {
+                Preset::Demo => shoal_sample::Spec::demo(),
+                Preset::Bench => shoal_sample::Spec::bench(),
+            };
+            let value = match edit {
+                None => {
+                    let stats = shoal_sample::generate(&out, &spec)
+                        .with_context(|| format!("writing a sample tree to {}", out.display()))?;
+                    serde_json::json!({"dir": out, "files": stats.files, "bytes": stats.bytes})
+                }
+                Some(pct) => {
+                    let stats = shoal_sample::Stats {
+                        small_files: shoal_sample::small_files(&out, &spec),
+                        ..Default::default()
+                    };
+                    let edited = shoal_sample::edit(&out, &stats, pct, seed)
+                        .with_context(|| format!("editing the sample tree in {}", out.display()))?;
+                    serde_json::json!({"dir": out, "edited": edited.len()})
+                }
+            };
+            emit(json, &value, || format!("{value}\n"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Key {
             command: KeyCommand::New { out },
         } => {

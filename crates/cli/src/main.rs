@@ -31,6 +31,21 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Write a deterministic sample release tree (for trying shoal and for benchmarks).
+    Sample {
+        /// Where to write the tree.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "demo")]
+        preset: Preset,
+        /// Instead of writing a tree, edit this percent of the small files of the
+        /// tree already at --out (as the next release would).
+        #[arg(long)]
+        edit: Option<f64>,
+        /// Seed for the edit.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Deploy keys.
     Key {
         #[command(subcommand)]
@@ -49,8 +64,8 @@ enum Command {
         /// Average chunk size in bytes (min is half, max four times).
         #[arg(long, default_value_t = 32 * 1024)]
         chunk_avg: u32,
-        /// zstd level for new chunks.
-        #[arg(long, default_value_t = 3)]
+        /// zstd level for new chunks (1 packs as fast as `tar | zstd -1`).
+        #[arg(long, default_value_t = 1)]
         level: i32,
     },
     /// Assemble and verify a release from a store into ROOT/releases/.
@@ -102,6 +117,14 @@ enum Command {
         #[arg(long)]
         keep: usize,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Preset {
+    /// About 2,000 files, 20 MB.
+    Demo,
+    /// About 20,000 small files and four binaries, 500 MB.
+    Bench,
 }
 
 #[derive(Subcommand)]

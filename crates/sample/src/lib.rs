@@ -179,6 +179,25 @@ pub fn generate(dir: &Path, spec: &Spec) -> io::Result<Stats> {
     Ok(stats)
 }
 
+/// The small files of a tree [`generate`] wrote, found again on disk (sorted).
+pub fn small_files(dir: &Path, _spec: &Spec) -> Vec<PathBuf> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p.strip_prefix(base).expect("under base").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &dir.join("src"), &mut out);
+    out.sort();
+    out
+}
+
 /// Edits `percent` of the small files in place (a line rewritten near a random
 /// spot, sometimes a line added), as a new release of the same code would.
 /// Returns the files edited.
