@@ -78,7 +78,12 @@ pub fn snapshot(dir: &Path) -> Vec<(String, String, Vec<u8>, bool)> {
                 walk(base, &p, out);
             } else if md.file_type().is_symlink() {
                 let t = fs::read_link(&p).unwrap();
-                out.push((rel, "link".into(), t.to_string_lossy().into_owned().into_bytes(), false));
+                out.push((
+                    rel,
+                    "link".into(),
+                    t.to_string_lossy().into_owned().into_bytes(),
+                    false,
+                ));
             } else {
                 let exec = md.permissions().mode() & 0o111 != 0;
                 out.push((rel, "file".into(), fs::read(&p).unwrap(), exec));
