@@ -34,7 +34,7 @@ pub fn switch_current(root: &Root, tag: &str) -> Result<()> {
 /// Activates an installed release. Returns false when it was already current.
 pub fn activate(root: &Root, tag: &str) -> Result<bool> {
     tag::validate(tag)?;
-    let _lock = root.lock()?;
+    let _lock = root.lock_existing()?;
     ensure_installed(root, tag)?;
     if root.current()?.as_deref() == Some(tag) {
         return Ok(false);
@@ -48,7 +48,7 @@ pub fn activate(root: &Root, tag: &str) -> Result<bool> {
 /// Switches back to the most recently active release other than the current one
 /// that is still installed. No transfer, no assembly. Returns its tag.
 pub fn rollback(root: &Root) -> Result<String> {
-    let _lock = root.lock()?;
+    let _lock = root.lock_existing()?;
     let current = root.current()?;
     let target = previous(root, current.as_deref())?
         .ok_or_else(|| Error::NothingToRollBack(root.path().to_path_buf()))?;
@@ -96,4 +96,39 @@ fn record(root: &Root, tag: &str) -> Result<()> {
         .at(&path)?;
     writeln!(f, "{tag}").at(&path)?;
     f.sync_data().at(&path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Env;
+
+    #[test]
+    fn activate_and_roll_back() {
+        let env = Env::new();
+        env.release("v1", &[("f", "1")]);
+        env.release("v2", &[("f", "2")]);
+        assert!(matches!(
+            rollback(&env.root),
+            Err(Error::NothingToRollBack(_))
+        ));
+        assert!(activate(&env.root, "v1").unwrap());
+        assert!(!activate(&env.root, "v1").unwrap(), "already current");
+        assert!(activate(&env.root, "v2").unwrap());
+        let read = || fs::read_to_string(env.root.current_link().join("f")).unwrap();
+        assert_eq!(read(), "2");
+        assert_eq!(rollback(&env.root).unwrap(), "v1");
+        assert_eq!(read(), "1");
+        assert_eq!(rollback(&env.root).unwrap(), "v2");
+        assert_eq!(read(), "2");
+        // The link is relative, so the root can be moved or bind-mounted elsewhere.
+        assert_eq!(
+            fs::read_link(env.root.current_link()).unwrap(),
+            Path::new("releases/v2")
+        );
+        assert!(matches!(
+            activate(&env.root, "v9"),
+            Err(Error::NoSuchRelease(..))
+        ));
+    }
 }

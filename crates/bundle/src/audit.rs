@@ -198,3 +198,45 @@ fn walk(dir: &Path, prefix: &str, out: &mut HashMap<String, Seen>) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Env;
+
+    #[test]
+    fn finds_modified_missing_and_extra() {
+        let env = Env::new();
+        let big = "x".repeat(300 << 10); // above MMAP_FROM
+        env.release(
+            "v1",
+            &[
+                ("a", "alpha"),
+                ("d/b", "beta"),
+                ("d/c", "gamma"),
+                ("big", &big),
+            ],
+        );
+        let clean = audit_release(&env.root, Some("v1")).unwrap();
+        assert!(clean.is_clean(), "{clean:?}");
+        assert_eq!(clean.bytes_hashed, 14 + (300 << 10));
+
+        let dir = env.root.release_dir("v1");
+        let rewrite = |p: &str, body: &str| {
+            let p = dir.join(p);
+            fs::remove_file(&p).unwrap();
+            fs::write(&p, body).unwrap();
+        };
+        rewrite("a", "ALPHA"); // same size, other bytes
+        rewrite("big", &"y".repeat(300 << 10));
+        fs::remove_file(dir.join("d/b")).unwrap();
+        fs::write(dir.join("d/intruder"), "x").unwrap();
+        fs::set_permissions(dir.join("d/c"), fs::Permissions::from_mode(0o755)).unwrap();
+        let r = audit_release(&env.root, Some("v1")).unwrap();
+        assert!(!r.is_clean());
+        let modified: Vec<_> = r.modified.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(modified, ["a", "big", "d/c"]);
+        assert_eq!(r.missing, ["d/b"]);
+        assert_eq!(r.extra, ["d/intruder"]);
+    }
+}

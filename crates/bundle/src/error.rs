@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("file {path:?} does not match the manifest after assembly ({reason})")]
     FileMismatch { path: String, reason: String },
+    #[error("{}: not a shoal root (no releases/ directory)", .0.display())]
+    NoRoot(PathBuf),
     #[error("no current release in {}", .0.display())]
     NoCurrent(PathBuf),
     #[error("no earlier release to roll back to in {}", .0.display())]

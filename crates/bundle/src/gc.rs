@@ -26,7 +26,7 @@ pub struct GcReport {
 /// Removes releases beyond what must be kept. `leased` tells whether a running
 /// process still uses a release (leases come with `shoal exec`).
 pub fn gc(root: &Root, keep_newest: usize, leased: &dyn Fn(&str) -> bool) -> Result<GcReport> {
-    let _lock = root.lock()?;
+    let _lock = root.lock_existing()?;
     let releases = list(root)?;
     let newest: HashSet<&str> = releases
         .iter()
@@ -72,4 +72,42 @@ pub fn gc(root: &Root, keep_newest: usize, leased: &dyn Fn(&str) -> bool) -> Res
         report.chunk_bytes_freed = bytes;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activate::{activate, rollback};
+    use crate::testutil::Env;
+
+    #[test]
+    fn keeps_current_previous_newest_and_leased() {
+        let env = Env::new();
+        for t in ["v1", "v2", "v3", "v4", "v5"] {
+            env.release(t, &[("a", t), ("shared", "same in all")]);
+        }
+        activate(&env.root, "v1").unwrap();
+        activate(&env.root, "v2").unwrap();
+        // current v2, previous v1, newest 1 = v5, leased v3; v4 goes.
+        let report = gc(&env.root, 1, &|t| t == "v3").unwrap();
+        assert_eq!(report.removed, vec!["v4".to_string()]);
+        let mut left = env.root.installed().unwrap();
+        left.sort();
+        assert_eq!(left, ["v1", "v2", "v3", "v5"]);
+        assert!(!env.root.release_dir("v4").exists());
+        assert!(!env.root.manifest_file("v4").exists());
+        // Rollback still works after gc.
+        assert_eq!(rollback(&env.root).unwrap(), "v1");
+    }
+
+    #[test]
+    fn refuses_a_root_that_does_not_exist() {
+        let env = Env::new();
+        let nowhere = Root::new(env.dir.path().join("typo"));
+        assert!(matches!(
+            gc(&nowhere, 1, &|_| false),
+            Err(crate::Error::NoRoot(_))
+        ));
+        assert!(!nowhere.path().exists());
+    }
 }

@@ -70,6 +70,19 @@ impl Root {
     /// Creates the layout if needed, takes the exclusive lock (waiting for another
     /// shoal process to finish), and removes what interrupted work left behind.
     pub fn lock(&self) -> Result<RootLock> {
+        self.lock_inner(true)
+    }
+
+    /// Like [`Root::lock`], but refuses a root that was never set up, so a
+    /// mistyped `--root` is an error rather than a new empty layout.
+    pub fn lock_existing(&self) -> Result<RootLock> {
+        self.lock_inner(false)
+    }
+
+    fn lock_inner(&self, create: bool) -> Result<RootLock> {
+        if !create && !self.releases_dir().is_dir() {
+            return Err(crate::Error::NoRoot(self.path.clone()));
+        }
         for d in [self.releases_dir(), self.manifests_dir()] {
             fs::create_dir_all(&d).at(&d)?;
         }

@@ -34,6 +34,8 @@ pub mod signing;
 mod space;
 pub mod store;
 pub mod tag;
+#[cfg(test)]
+mod testutil;
 
 pub use error::{Error, Result};
 pub use hash::Hash;
