@@ -1,0 +1,314 @@
+//! The wire protocol: every message is a frame of a 4-byte big-endian length and a
+//! postcard body. The first message on every connection is [`Hello`], which
+//! carries [`PROTOCOL_VERSION`]; a peer that speaks another version is refused.
+//!
+//! Limits are checked on the length prefix, before anything is allocated: a
+//! frame may not exceed the limit of the stream it arrives on ([`MAX_CONTROL`]
+//! for control and tracker streams, [`MAX_PIECE`] for chunk data, and
+//! [`MAX_MANIFEST`] only where a manifest is expected).
+
+use serde::{Deserialize, Serialize};
+use shoal_bundle::Hash;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
+pub const MAX_CONTROL: usize = 1 << 20;
+/// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
+pub const MAX_PIECE: usize = 4 << 20 | 64 << 10;
+/// A signed manifest.
+pub const MAX_MANIFEST: usize = shoal_bundle::manifest::MAX_MANIFEST_BYTES + (64 << 10);
+
+pub type ChunkIx = u32;
+
+/// First message of every connection, both ways.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    pub role: Role,
+    pub host: String,
+    pub dc: String,
+    /// Where this host accepts peer connections (agents and seeds).
+    pub listen: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Agent,
+    Seed,
+    /// A command-line client (status, announce).
+    Client,
+}
+
+/// A release the tracker knows of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseAd {
+    pub tag: String,
+    pub id: Hash,
+    pub chunks: u32,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub host: String,
+    pub dc: String,
+    pub addr: String,
+}
+
+/// What a host reports about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    pub staged: Vec<String>,
+    pub current: Option<String>,
+    pub transfer: Option<Transfer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub tag: String,
+    pub chunks_have: u32,
+    pub chunks_total: u32,
+    pub bytes_down: u64,
+    pub bytes_up: u64,
+    pub bytes_down_cross_dc: u64,
+}
+
+/// The tracker's view of one host, for `shoal status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    pub host: String,
+    pub dc: String,
+    pub role: Role,
+    pub addr: Option<String>,
+    /// Seconds since the tracker last heard from it.
+    pub last_seen_s: u64,
+    pub status: HostStatus,
+}
+
+/// Messages between agents, seeds and the tracker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    Hello(Hello),
+    // --- tracker ---
+    /// Seed to tracker: a new release (the signed manifest).
+    Announce {
+        signed: Vec<u8>,
+    },
+    /// Tracker to agent (pushed, and in answer to Hello): every known release.
+    Releases {
+        releases: Vec<ReleaseAd>,
+    },
+    GetManifest {
+        id: Hash,
+    },
+    Manifest {
+        signed: Vec<u8>,
+    },
+    GetPeers {
+        id: Hash,
+    },
+    Peers {
+        id: Hash,
+        peers: Vec<PeerInfo>,
+    },
+    Status(HostStatus),
+    GetFleet,
+    Fleet {
+        hosts: Vec<HostReport>,
+    },
+    // --- peers ---
+    /// Opens a swarm on a peer connection: the sender's chunks of that release.
+    Bitfield {
+        id: Hash,
+        bits: Vec<u8>,
+    },
+    Have {
+        id: Hash,
+        chunk: ChunkIx,
+    },
+    Request {
+        id: Hash,
+        chunk: ChunkIx,
+    },
+    /// The chunk's compressed bytes, as stored.
+    Piece {
+        id: Hash,
+        chunk: ChunkIx,
+        data: Vec<u8>,
+    },
+    /// The sender does not have the chunk, or will not serve it now.
+    Reject {
+        id: Hash,
+        chunk: ChunkIx,
+    },
+    Cancel {
+        id: Hash,
+        chunk: ChunkIx,
+    },
+    // --- either ---
+    Error {
+        message: String,
+    },
+    Ok,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("frame of {0} bytes exceeds the limit of {1}")]
+    TooLarge(usize, usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("peer speaks protocol version {0}, this shoal speaks {PROTOCOL_VERSION}")]
+    Version(u32),
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+}
+
+impl Msg {
+    /// The frame: length prefix and body.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let body = postcard::to_stdvec(self).expect("serializing to a Vec cannot fail");
+        let mut out = Vec::with_capacity(4 + body.len());
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    pub fn from_body(body: &[u8]) -> Result<Self, ProtoError> {
+        let (m, rest) = postcard::take_from_bytes::<Msg>(body)
+            .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(ProtoError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        Ok(m)
+    }
+
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello(_) => "Hello",
+            Msg::Announce { .. } => "Announce",
+            Msg::Releases { .. } => "Releases",
+            Msg::GetManifest { .. } => "GetManifest",
+            Msg::Manifest { .. } => "Manifest",
+            Msg::GetPeers { .. } => "GetPeers",
+            Msg::Peers { .. } => "Peers",
+            Msg::Status(_) => "Status",
+            Msg::GetFleet => "GetFleet",
+            Msg::Fleet { .. } => "Fleet",
+            Msg::Bitfield { .. } => "Bitfield",
+            Msg::Have { .. } => "Have",
+            Msg::Request { .. } => "Request",
+            Msg::Piece { .. } => "Piece",
+            Msg::Reject { .. } => "Reject",
+            Msg::Cancel { .. } => "Cancel",
+            Msg::Error { .. } => "Error",
+            Msg::Ok => "Ok",
+        }
+    }
+}
+
+/// Reads a frame's length prefix and checks it against `limit`.
+pub fn frame_len(prefix: [u8; 4], limit: usize) -> Result<usize, ProtoError> {
+    let n = u32::from_be_bytes(prefix) as usize;
+    if n > limit {
+        return Err(ProtoError::TooLarge(n, limit));
+    }
+    Ok(n)
+}
+
+/// Checks a peer's Hello.
+pub fn check_hello(m: Msg) -> Result<Hello, ProtoError> {
+    match m {
+        Msg::Hello(h) if h.version == PROTOCOL_VERSION => Ok(h),
+        Msg::Hello(h) => Err(ProtoError::Version(h.version)),
+        other => Err(ProtoError::Unexpected(format!(
+            "{} before Hello",
+            other.name()
+        ))),
+    }
+}
+
+/// A bitfield of `n` chunks, as sent in [`Msg::Bitfield`].
+pub fn bits_to_bytes(bits: impl Iterator<Item = bool>, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n.div_ceil(8)];
+    for (i, b) in bits.enumerate().take(n) {
+        if b {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out
+}
+
+/// Whether chunk `i` is set in a received bitfield (false when out of range).
+pub fn bit(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let msgs = [
+            Msg::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                role: Role::Agent,
+                host: "h1".into(),
+                dc: "dc1".into(),
+                listen: Some("127.0.0.1:7000".into()),
+            }),
+            Msg::Request {
+                id: Hash::of(b"r"),
+                chunk: 7,
+            },
+            Msg::Piece {
+                id: Hash::of(b"r"),
+                chunk: 7,
+                data: vec![1, 2, 3],
+            },
+        ];
+        for m in msgs {
+            let f = m.to_frame();
+            let n = frame_len(f[..4].try_into().unwrap(), MAX_CONTROL).unwrap();
+            assert_eq!(n, f.len() - 4);
+            assert_eq!(Msg::from_body(&f[4..]).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn refuses_oversized_garbled_and_foreign() {
+        assert!(matches!(
+            frame_len((MAX_CONTROL as u32 + 1).to_be_bytes(), MAX_CONTROL),
+            Err(ProtoError::TooLarge(..))
+        ));
+        assert!(Msg::from_body(&[0xff, 0xff, 0xff]).is_err());
+        let mut body = Msg::Ok.to_frame()[4..].to_vec();
+        body.push(0);
+        assert!(Msg::from_body(&body).is_err());
+        let old = Msg::Hello(Hello {
+            version: 0,
+            role: Role::Seed,
+            host: "x".into(),
+            dc: "y".into(),
+            listen: None,
+        });
+        assert!(matches!(check_hello(old), Err(ProtoError::Version(0))));
+        assert!(matches!(
+            check_hello(Msg::Ok),
+            Err(ProtoError::Unexpected(_))
+        ));
+    }
+
+    #[test]
+    fn bitfields() {
+        let b = bits_to_bytes([true, false, true, true].into_iter(), 4);
+        assert_eq!(b, vec![0b1101]);
+        assert!(bit(&b, 0) && !bit(&b, 1) && bit(&b, 3));
+        assert!(!bit(&b, 100));
+    }
+}

@@ -1,0 +1,562 @@
+//! One host's view of one release's swarm.
+
+use crate::bitset::BitSet;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+/// Chosen by the driver; unique per connection.
+pub type PeerId = u64;
+pub type ChunkIx = u32;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Prefer the own datacenter and assign each chunk's crossing to one host.
+    /// Off: every peer is equal and chosen at random (a classic BitTorrent client).
+    pub locality: bool,
+    /// Requests in flight to one peer; size it to the path's bandwidth-delay
+    /// product divided by the chunk size.
+    pub window: usize,
+    /// Requests in flight to a seed (kept lower, so agents serve each other).
+    pub seed_window: usize,
+    /// A request older than this is cancelled and the peer's window halved.
+    pub request_timeout: Duration,
+    /// How long to wait for the host a chunk is assigned to before fetching it
+    /// across datacenters oneself.
+    pub cross_dc_patience: Duration,
+    /// Extra requests per chunk once every missing chunk is in flight.
+    pub endgame_duplicates: usize,
+    /// Seeds random choices, so hosts do not all pick alike.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            locality: true,
+            window: 16,
+            seed_window: 8,
+            request_timeout: Duration::from_secs(10),
+            cross_dc_patience: Duration::from_secs(3),
+            endgame_duplicates: 1,
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Request {
+        peer: PeerId,
+        chunk: ChunkIx,
+    },
+    Cancel {
+        peer: PeerId,
+        chunk: ChunkIx,
+    },
+    /// Close the connection and never use this peer in this swarm again.
+    Ban {
+        peer: PeerId,
+        reason: String,
+    },
+    /// Tell every peer we now hold this chunk.
+    Have {
+        chunk: ChunkIx,
+    },
+    /// Every chunk is held.
+    Complete,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes_in: u64,
+    pub bytes_in_cross_dc: u64,
+    pub pieces_bad: u64,
+    pub requests: u64,
+    pub timeouts: u64,
+    pub duplicates: u64,
+}
+
+struct Peer {
+    local: bool,
+    seed: bool,
+    key: u64,
+    have: BitSet,
+    inflight: usize,
+    window: usize,
+    banned: bool,
+    /// No chunk was eligible from this peer at the last look; skip it until
+    /// something changes.
+    idle: bool,
+}
+
+pub struct Swarm {
+    cfg: Config,
+    my_key: u64,
+    lens: Vec<u32>,
+    have: BitSet,
+    missing: usize,
+    /// Requests in flight per chunk: (peer, sent at).
+    inflight: HashMap<ChunkIx, Vec<(PeerId, Duration)>>,
+    peers: BTreeMap<PeerId, Peer>,
+    /// Holders among live peers, and among those in this datacenter.
+    avail: Vec<u32>,
+    avail_local: Vec<u32>,
+    /// When a chunk was first seen waiting for its assigned host.
+    waiting_since: HashMap<ChunkIx, Duration>,
+    /// Missing chunks not in flight, in random order (rebuilt when stale).
+    want: Vec<ChunkIx>,
+    want_stale: bool,
+    actions: VecDeque<Action>,
+    rng: u64,
+    completed: bool,
+    pub stats: Stats,
+}
+
+/// Rendezvous score of a host for a chunk: the highest score fetches it.
+fn score(key: u64, chunk: ChunkIx) -> u64 {
+    mix(key ^ (u64::from(chunk)).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A stable 64-bit key for a host name (FNV-1a, then mixed).
+pub fn host_key(host: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in host.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    mix(h)
+}
+
+impl Swarm {
+    /// `lens`: every chunk's plain length; `have`: the chunks already held (from
+    /// the local store, so a restarted host fetches nothing twice).
+    pub fn new(cfg: Config, my_host: &str, lens: Vec<u32>, have: BitSet) -> Self {
+        let n = lens.len();
+        let missing = n - have.count();
+        let rng = mix(cfg.seed ^ host_key(my_host));
+        let mut s = Swarm {
+            my_key: host_key(my_host),
+            cfg,
+            lens,
+            have,
+            missing,
+            inflight: HashMap::new(),
+            peers: BTreeMap::new(),
+            avail: vec![0; n],
+            avail_local: vec![0; n],
+            waiting_since: HashMap::new(),
+            want: Vec::new(),
+            want_stale: true,
+            actions: VecDeque::new(),
+            rng,
+            completed: false,
+            stats: Stats::default(),
+        };
+        s.check_complete();
+        s
+    }
+
+    pub fn chunks(&self) -> usize {
+        self.lens.len()
+    }
+    pub fn have(&self) -> &BitSet {
+        &self.have
+    }
+    pub fn missing(&self) -> usize {
+        self.missing
+    }
+    pub fn is_complete(&self) -> bool {
+        self.missing == 0
+    }
+    pub fn peer_count(&self) -> usize {
+        self.peers.values().filter(|p| !p.banned).count()
+    }
+    pub fn is_banned(&self, peer: PeerId) -> bool {
+        self.peers.get(&peer).is_some_and(|p| p.banned)
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A peer connected. `local`: same datacenter; `seed`: holds every chunk and
+    /// should be spared where agents can serve.
+    pub fn add_peer(&mut self, id: PeerId, host: &str, local: bool, seed: bool) {
+        if self.peers.contains_key(&id) {
+            return;
+        }
+        let local = local || !self.cfg.locality;
+        self.peers.insert(
+            id,
+            Peer {
+                local,
+                seed,
+                key: host_key(host),
+                have: BitSet::new(self.lens.len()),
+                inflight: 0,
+                window: if seed {
+                    self.cfg.seed_window
+                } else {
+                    self.cfg.window
+                },
+                banned: false,
+                idle: false,
+            },
+        );
+        // A new host in this datacenter changes who each chunk is assigned to.
+        if local {
+            self.wake_all();
+        }
+    }
+
+    /// A peer's full set of chunks (sent once, when the swarm opens).
+    pub fn peer_bitfield(&mut self, id: PeerId, has: impl Fn(usize) -> bool) {
+        for i in 0..self.lens.len() {
+            if has(i) {
+                self.peer_have(id, i as ChunkIx);
+            }
+        }
+    }
+
+    /// A peer now holds `chunk`.
+    pub fn peer_have(&mut self, id: PeerId, chunk: ChunkIx) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if p.banned || !p.have.set(chunk as usize) {
+            return;
+        }
+        p.idle = false;
+        let local = p.local;
+        self.avail[chunk as usize] += 1;
+        if local {
+            self.avail_local[chunk as usize] += 1;
+            // A chunk appearing here may make other peers' chunks eligible or not.
+            self.wake_all();
+        }
+    }
+
+    /// A peer disconnected: its requests go back into the pool.
+    pub fn remove_peer(&mut self, id: PeerId) {
+        self.drop_peer_requests(id, false);
+        if let Some(p) = self.peers.remove(&id)
+            && !p.banned
+        {
+            self.forget(&p.have, p.local);
+        }
+        self.wake_all();
+    }
+
+    /// A piece arrived from `peer` and the driver checked it: `good` means it
+    /// hashed to its name and is stored.
+    pub fn on_piece(&mut self, _now: Duration, peer: PeerId, chunk: ChunkIx, good: bool) {
+        self.end_request(peer, chunk);
+        if !good {
+            self.stats.pieces_bad += 1;
+            self.ban(
+                peer,
+                format!("sent chunk {chunk} with bytes that do not match its hash"),
+            );
+            return;
+        }
+        let len = u64::from(self.lens[chunk as usize]);
+        let local = self.peers.get(&peer).is_none_or(|p| p.local);
+        if !self.have.set(chunk as usize) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.bytes_in += len;
+        if !local {
+            self.stats.bytes_in_cross_dc += len;
+        }
+        self.missing -= 1;
+        self.waiting_since.remove(&chunk);
+        // Endgame duplicates still out for this chunk are no longer needed.
+        if let Some(others) = self.inflight.remove(&chunk) {
+            for (p, _) in others {
+                if let Some(pp) = self.peers.get_mut(&p) {
+                    pp.inflight -= 1;
+                    pp.idle = false;
+                }
+                self.actions.push_back(Action::Cancel { peer: p, chunk });
+            }
+        }
+        self.actions.push_back(Action::Have { chunk });
+        self.check_complete();
+    }
+
+    /// The peer could not serve the chunk. `lacks`: it says it does not have it
+    /// (so it is not asked again); otherwise it was busy or the stream failed.
+    pub fn on_failed(&mut self, peer: PeerId, chunk: ChunkIx, lacks: bool) {
+        self.end_request(peer, chunk);
+        if lacks
+            && let Some(p) = self.peers.get_mut(&peer)
+            && p.have.clear(chunk as usize)
+        {
+            self.avail[chunk as usize] -= 1;
+            if p.local {
+                self.avail_local[chunk as usize] -= 1;
+            }
+        }
+        if !self.have.get(chunk as usize) {
+            self.want_stale = true;
+        }
+    }
+
+    /// Bans a peer for a protocol violation seen by the driver.
+    pub fn ban(&mut self, peer: PeerId, reason: String) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.banned {
+            return;
+        }
+        p.banned = true;
+        let local = p.local;
+        let held = std::mem::replace(&mut p.have, BitSet::new(0));
+        self.forget(&held, local);
+        self.drop_peer_requests(peer, true);
+        self.actions.push_back(Action::Ban { peer, reason });
+        self.wake_all();
+    }
+
+    /// Time passed: time out stale requests, then issue new ones.
+    pub fn tick(&mut self, now: Duration) {
+        let timeout = self.cfg.request_timeout;
+        let mut expired = Vec::new();
+        for (&chunk, reqs) in &self.inflight {
+            for &(peer, at) in reqs {
+                if now.saturating_sub(at) >= timeout {
+                    expired.push((peer, chunk));
+                }
+            }
+        }
+        let mut slow = std::collections::BTreeSet::new();
+        for (peer, chunk) in expired {
+            self.stats.timeouts += 1;
+            self.end_request(peer, chunk);
+            slow.insert(peer);
+            self.actions.push_back(Action::Cancel { peer, chunk });
+        }
+        // Halve once per tick, however many of its requests expired together.
+        for peer in slow {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.window = (p.window / 2).max(1);
+            }
+        }
+        // Patience may have run out for chunks waiting on their assigned host.
+        if !self.waiting_since.is_empty() {
+            self.wake_all();
+        }
+        self.schedule(now);
+    }
+
+    /// Fills every peer's window with requests.
+    pub fn schedule(&mut self, now: Duration) {
+        if self.missing == 0 {
+            return;
+        }
+        // Returned requests append to `want`; rebuild once it is mostly stale.
+        if self.want_stale || self.want.len() > 2 * self.missing + 64 {
+            self.rebuild_want();
+        }
+        let mut order: Vec<(bool, bool, usize, u64, PeerId)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| !p.banned && !p.idle && p.inflight < p.window)
+            .map(|(&id, p)| {
+                let tiebreak = if self.cfg.locality {
+                    mix(id ^ self.rng)
+                } else {
+                    mix(id ^ self.rng ^ now.as_nanos() as u64)
+                };
+                (!p.local, p.seed, p.inflight, tiebreak, id)
+            })
+            .collect();
+        order.sort_unstable();
+        for (.., id) in order {
+            while self.peers[&id].inflight < self.peers[&id].window {
+                let Some(chunk) = self.pick(now, id) else {
+                    self.peers.get_mut(&id).expect("listed").idle = true;
+                    break;
+                };
+                self.send_request(now, id, chunk);
+            }
+        }
+    }
+
+    fn send_request(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
+        self.inflight.entry(chunk).or_default().push((peer, now));
+        self.peers.get_mut(&peer).expect("known peer").inflight += 1;
+        self.stats.requests += 1;
+        self.actions.push_back(Action::Request { peer, chunk });
+    }
+
+    /// The chunk to ask `peer` for next: the rarest eligible one among a sample
+    /// of the wanted list, or an endgame duplicate.
+    fn pick(&mut self, now: Duration, peer: PeerId) -> Option<ChunkIx> {
+        const SAMPLE: usize = 24;
+        let n = self.want.len();
+        let mut best: Option<(u32, usize)> = None;
+        let mut found = 0;
+        if n > 0 {
+            let start = (self.next_rand() % n as u64) as usize;
+            for k in 0..n {
+                let pos = (start + k) % n;
+                let c = self.want[pos];
+                if self.have.get(c as usize) || self.inflight.contains_key(&c) {
+                    continue;
+                }
+                if !self.eligible(now, peer, c) {
+                    continue;
+                }
+                let rarity = self.avail[c as usize];
+                if best.is_none_or(|(r, _)| rarity < r) {
+                    best = Some((rarity, pos));
+                }
+                found += 1;
+                if found >= SAMPLE {
+                    break;
+                }
+            }
+        }
+        if let Some((_, pos)) = best {
+            return Some(self.want.swap_remove(pos));
+        }
+        self.endgame_pick(now, peer)
+    }
+
+    /// Once nothing is left to request, ask a second peer for chunks in flight.
+    fn endgame_pick(&mut self, now: Duration, peer: PeerId) -> Option<ChunkIx> {
+        if !self
+            .want
+            .iter()
+            .all(|&c| self.have.get(c as usize) || self.inflight.contains_key(&c))
+        {
+            return None;
+        }
+        let limit = 1 + self.cfg.endgame_duplicates;
+        let mut chunks: Vec<ChunkIx> = self
+            .inflight
+            .iter()
+            .filter(|(_, reqs)| reqs.len() < limit && !reqs.iter().any(|(p, _)| *p == peer))
+            .map(|(&c, _)| c)
+            .collect();
+        chunks.sort_unstable();
+        chunks.into_iter().find(|&c| self.eligible(now, peer, c))
+    }
+
+    /// May `chunk` be asked of `peer` now?
+    fn eligible(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) -> bool {
+        let p = &self.peers[&peer];
+        if !p.have.get(chunk as usize) {
+            return false;
+        }
+        if p.local {
+            return true;
+        }
+        // Across datacenters: only if nobody here has it, and only by the host it
+        // is assigned to, unless that host has kept us waiting too long.
+        if self.avail_local[chunk as usize] > 0 {
+            return false;
+        }
+        if self.assigned_to_me(chunk) {
+            return true;
+        }
+        let since = *self.waiting_since.entry(chunk).or_insert(now);
+        now.saturating_sub(since) >= self.cfg.cross_dc_patience
+    }
+
+    /// Rendezvous hashing over this datacenter's hosts (self and live local peers).
+    fn assigned_to_me(&self, chunk: ChunkIx) -> bool {
+        let mine = score(self.my_key, chunk);
+        self.peers
+            .values()
+            .filter(|p| p.local && !p.banned && !p.seed)
+            .all(|p| score(p.key, chunk) < mine)
+    }
+
+    fn rebuild_want(&mut self) {
+        self.want = (0..self.lens.len() as ChunkIx)
+            .filter(|&c| !self.have.get(c as usize) && !self.inflight.contains_key(&c))
+            .collect();
+        // Shuffle (Fisher-Yates) so hosts spread over different chunks.
+        for i in (1..self.want.len()).rev() {
+            let j = (self.next_rand() % (i as u64 + 1)) as usize;
+            self.want.swap(i, j);
+        }
+        self.want_stale = false;
+    }
+
+    fn end_request(&mut self, peer: PeerId, chunk: ChunkIx) {
+        let Some(reqs) = self.inflight.get_mut(&chunk) else {
+            return;
+        };
+        let before = reqs.len();
+        reqs.retain(|(p, _)| *p != peer);
+        if reqs.len() < before
+            && let Some(p) = self.peers.get_mut(&peer)
+        {
+            p.inflight -= 1;
+            p.idle = false;
+        }
+        if reqs.is_empty() {
+            self.inflight.remove(&chunk);
+            if !self.have.get(chunk as usize) {
+                self.want.push(chunk);
+            }
+        }
+    }
+
+    /// Removes every request to `peer`, cancelling them if `cancel`.
+    fn drop_peer_requests(&mut self, peer: PeerId, cancel: bool) {
+        let chunks: Vec<ChunkIx> = self
+            .inflight
+            .iter()
+            .filter(|(_, r)| r.iter().any(|(p, _)| *p == peer))
+            .map(|(&c, _)| c)
+            .collect();
+        for chunk in chunks {
+            self.end_request(peer, chunk);
+            if cancel {
+                self.actions.push_back(Action::Cancel { peer, chunk });
+            }
+        }
+    }
+
+    /// Removes a departed or banned peer's chunks from the availability counts.
+    fn forget(&mut self, have: &BitSet, local: bool) {
+        for i in 0..have.len() {
+            if have.get(i) {
+                self.avail[i] -= 1;
+                if local {
+                    self.avail_local[i] -= 1;
+                }
+            }
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for p in self.peers.values_mut() {
+            p.idle = false;
+        }
+    }
+
+    fn check_complete(&mut self) {
+        if self.missing == 0 && !self.completed {
+            self.completed = true;
+            self.actions.push_back(Action::Complete);
+        }
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix(self.rng)
+    }
+}

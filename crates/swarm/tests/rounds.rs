@@ -1,0 +1,273 @@
+//! The swarm core driven by a tiny round-based network: every host's requests are
+//! answered after a local or a cross-datacenter delay, uploads are capped per
+//! round. Shows completion, the datacenter crossing count, bans and resumption.
+
+use shoal_swarm::{Action, BitSet, Config, Swarm};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const ROUND: Duration = Duration::from_millis(10);
+
+struct Net {
+    dcs: Vec<usize>,
+    swarms: Vec<Option<Swarm>>, // None: the seed (holds everything, decides nothing)
+    /// (deliver at round, from, to, chunk, good)
+    in_flight: Vec<(u64, usize, usize, u32, bool)>,
+    /// Pieces that entered each datacenter, per chunk.
+    crossings: HashMap<(usize, u32), u32>,
+    uploads: Vec<u64>,
+    liar: Option<usize>,
+}
+
+fn host(i: usize) -> String {
+    format!("host{i}")
+}
+
+impl Net {
+    /// Host 0 is the seed in dc 0; the others are spread over `dcs` datacenters.
+    fn new(agents: usize, dcs: usize, chunks: usize, cfg: &Config) -> Self {
+        let n = agents + 1;
+        let dc_of: Vec<usize> = (0..n).map(|i| if i == 0 { 0 } else { i % dcs }).collect();
+        let mut swarms = Vec::new();
+        for i in 0..n {
+            if i == 0 {
+                swarms.push(None);
+                continue;
+            }
+            let mut s = Swarm::new(
+                cfg.clone(),
+                &host(i),
+                vec![1000; chunks],
+                BitSet::new(chunks),
+            );
+            for j in 0..n {
+                if j != i {
+                    s.add_peer(j as u64, &host(j), dc_of[j] == dc_of[i], j == 0);
+                }
+            }
+            s.peer_bitfield(0, |_| true);
+            swarms.push(Some(s));
+        }
+        Net {
+            dcs: dc_of,
+            swarms,
+            in_flight: Vec::new(),
+            crossings: HashMap::new(),
+            uploads: vec![0; n],
+            liar: None,
+        }
+    }
+
+    fn has(&self, host: usize, chunk: u32) -> bool {
+        match &self.swarms[host] {
+            None => true,
+            Some(s) => s.have().get(chunk as usize),
+        }
+    }
+
+    /// Runs until every agent completes or `max_rounds` pass; returns rounds used.
+    fn run(&mut self, max_rounds: u64, per_round_upload: u64) -> u64 {
+        for round in 0..max_rounds {
+            let now = ROUND * round as u32;
+            // Deliver what is due.
+            let due: Vec<_> = self
+                .in_flight
+                .iter()
+                .filter(|d| d.0 <= round)
+                .cloned()
+                .collect();
+            self.in_flight.retain(|d| d.0 > round);
+            for (_, from, to, chunk, good) in due {
+                let s = self.swarms[to].as_mut().unwrap();
+                let was = s.have().get(chunk as usize);
+                s.on_piece(now, from as u64, chunk, good);
+                if good && !was && self.dcs[from] != self.dcs[to] {
+                    *self.crossings.entry((self.dcs[to], chunk)).or_default() += 1;
+                }
+            }
+            let mut served = vec![0u64; self.swarms.len()];
+            for i in 1..self.swarms.len() {
+                let s = self.swarms[i].as_mut().unwrap();
+                s.tick(now);
+                let mut actions = Vec::new();
+                while let Some(a) = s.poll_action() {
+                    actions.push(a);
+                }
+                for a in actions {
+                    match a {
+                        Action::Request { peer, chunk } => {
+                            let p = peer as usize;
+                            if !self.has(p, chunk) {
+                                self.swarms[i]
+                                    .as_mut()
+                                    .unwrap()
+                                    .on_failed(peer, chunk, true);
+                            } else if served[p] >= per_round_upload {
+                                self.swarms[i]
+                                    .as_mut()
+                                    .unwrap()
+                                    .on_failed(peer, chunk, false);
+                            } else {
+                                served[p] += 1;
+                                self.uploads[p] += 1;
+                                let delay = if self.dcs[p] == self.dcs[i] { 1 } else { 4 };
+                                let good = self.liar != Some(p);
+                                self.in_flight.push((round + delay, p, i, chunk, good));
+                            }
+                        }
+                        Action::Have { chunk } => {
+                            for j in 1..self.swarms.len() {
+                                if j != i {
+                                    self.swarms[j].as_mut().unwrap().peer_have(i as u64, chunk);
+                                }
+                            }
+                        }
+                        Action::Cancel { .. } | Action::Ban { .. } | Action::Complete => {}
+                    }
+                }
+            }
+            if self.swarms.iter().flatten().all(|s| s.is_complete()) {
+                return round;
+            }
+        }
+        max_rounds
+    }
+
+    fn max_crossing_ratio(&self, dcs: usize, chunks: usize) -> f64 {
+        (1..dcs)
+            .map(|dc| {
+                let n: u32 = (0..chunks as u32)
+                    .map(|c| self.crossings.get(&(dc, c)).copied().unwrap_or(0))
+                    .sum();
+                n as f64 / chunks as f64
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+#[test]
+fn locality_brings_each_chunk_into_each_datacenter_about_once() {
+    let (agents, dcs, chunks) = (24, 3, 200);
+    let cfg = Config {
+        window: 4,
+        seed_window: 4,
+        cross_dc_patience: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let mut net = Net::new(agents, dcs, chunks, &cfg);
+    let rounds = net.run(5_000, 4);
+    assert!(rounds < 5_000, "did not complete");
+    let ratio = net.max_crossing_ratio(dcs, chunks);
+
+    let plain = Config {
+        locality: false,
+        ..cfg
+    };
+    let mut bt = Net::new(agents, dcs, chunks, &plain);
+    let bt_rounds = bt.run(5_000, 4);
+    assert!(bt_rounds < 5_000, "bittorrent mode did not complete");
+    let bt_ratio = bt.max_crossing_ratio(dcs, chunks);
+    println!(
+        "locality: {rounds} rounds, {ratio:.2} copies into the worst remote dc; \
+         random: {bt_rounds} rounds, {bt_ratio:.2} copies; seed uploads {} vs {} pieces",
+        net.uploads[0], bt.uploads[0]
+    );
+    assert!(
+        ratio <= 1.1,
+        "each chunk should enter each datacenter about once: {ratio}"
+    );
+    assert!(
+        bt_ratio > 2.0 * ratio,
+        "locality should cut crossings: {bt_ratio} vs {ratio}"
+    );
+    // Agents serve each other: the seed sends far less than everyone receives.
+    assert!(net.uploads[0] < (agents * chunks / 4) as u64);
+}
+
+#[test]
+fn a_lying_peer_is_banned_and_everyone_completes() {
+    let cfg = Config {
+        window: 4,
+        ..Config::default()
+    };
+    let mut net = Net::new(8, 1, 50, &cfg);
+    net.liar = Some(3);
+    let rounds = net.run(5_000, 4);
+    assert!(rounds < 5_000, "did not complete despite the liar");
+    for (i, s) in net.swarms.iter().enumerate() {
+        if let Some(s) = s
+            && i != 3
+        {
+            assert!(
+                s.stats.pieces_bad == 0 || s.is_banned(3),
+                "host {i} kept the liar"
+            );
+        }
+    }
+    let banned = net
+        .swarms
+        .iter()
+        .flatten()
+        .filter(|s| s.is_banned(3))
+        .count();
+    assert!(banned > 0, "somebody must have caught the liar");
+}
+
+#[test]
+fn a_restarted_host_fetches_only_what_it_lacks() {
+    let chunks = 40;
+    let mut have = BitSet::new(chunks);
+    for i in 0..30 {
+        have.set(i);
+    }
+    let mut s = Swarm::new(Config::default(), "me", vec![1000; chunks], have);
+    s.add_peer(1, "seed", true, true);
+    s.peer_bitfield(1, |_| true);
+    let mut asked = Vec::new();
+    let mut now = Duration::ZERO;
+    while !s.is_complete() {
+        s.tick(now);
+        while let Some(a) = s.poll_action() {
+            if let Action::Request { peer, chunk } = a {
+                asked.push(chunk);
+                s.on_piece(now, peer, chunk, true);
+            }
+        }
+        now += ROUND;
+    }
+    asked.sort();
+    assert_eq!(asked, (30..40).collect::<Vec<u32>>());
+    assert_eq!(s.stats.bytes_in, 10_000);
+}
+
+#[test]
+fn timeouts_cancel_and_shrink_the_window() {
+    let mut s = Swarm::new(
+        Config {
+            window: 4,
+            request_timeout: Duration::from_secs(1),
+            ..Config::default()
+        },
+        "me",
+        vec![1000; 10],
+        BitSet::new(10),
+    );
+    s.add_peer(1, "slow", true, false);
+    s.peer_bitfield(1, |_| true);
+    s.tick(Duration::ZERO);
+    let requests = std::iter::from_fn(|| s.poll_action()).count();
+    assert_eq!(requests, 4);
+    s.tick(Duration::from_secs(2));
+    let actions: Vec<_> = std::iter::from_fn(|| s.poll_action()).collect();
+    let cancels = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Cancel { .. }))
+        .count();
+    let again = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Request { .. }))
+        .count();
+    assert_eq!(cancels, 4);
+    assert_eq!(again, 2, "window halves after a timeout");
+    assert_eq!(s.stats.timeouts, 4);
+}
