@@ -191,8 +191,37 @@ impl<'m> Plan<'m> {
                 }
             }
         }
+        // A file whose content and mode match one in the current release is linked
+        // from it, after re-hashing the source: a tree edited in place since it was
+        // installed must not leak into the new release nor block it, so a source
+        // that no longer matches is simply not used.
+        let candidates: Vec<(&str, &PathBuf, Hash)> = m
+            .files()
+            .filter(|&(_, _, size, _, _)| size > 0)
+            .filter_map(|(path, exec, size, _, hash)| {
+                let src = sources.get(&(hash, exec))?;
+                fs::symlink_metadata(src)
+                    .is_ok_and(|md| md.is_file() && md.len() == size)
+                    .then_some((path, src, hash))
+            })
+            .collect();
+        let verified: Vec<bool> = candidates
+            .par_iter()
+            .map(|(path, src, want)| {
+                let ok = crate::audit::hash_file(src, 0).is_ok_and(|h| h == *want);
+                if !ok {
+                    tracing::warn!(source = %src.display(), "current release differs from its manifest; writing {path} from chunks");
+                }
+                ok
+            })
+            .collect();
+        let link: HashMap<&str, PathBuf> = candidates
+            .into_iter()
+            .zip(verified)
+            .filter(|(_, ok)| *ok)
+            .map(|((path, src, _), _)| (path, src.clone()))
+            .collect();
         let mut write = Vec::new();
-        let mut link = HashMap::new();
         let mut disk_needed = 0;
         for e in &m.entries {
             match e.kind {
@@ -201,22 +230,15 @@ impl<'m> Plan<'m> {
                     size,
                     offset,
                     hash,
-                } if size > 0 => {
-                    let source = sources.get(&(hash, executable)).filter(|p| {
-                        fs::symlink_metadata(p).is_ok_and(|md| md.is_file() && md.len() == size)
+                } if size > 0 && !link.contains_key(e.path.as_str()) => {
+                    disk_needed += space::on_disk(size);
+                    write.push(ToWrite {
+                        path: &e.path,
+                        executable,
+                        size,
+                        offset,
+                        hash,
                     });
-                    if let Some(src) = source {
-                        link.insert(e.path.as_str(), src.clone());
-                    } else {
-                        disk_needed += space::on_disk(size);
-                        write.push(ToWrite {
-                            path: &e.path,
-                            executable,
-                            size,
-                            offset,
-                            hash,
-                        });
-                    }
                 }
                 _ => disk_needed += 4096,
             }
@@ -273,22 +295,14 @@ fn build(
             }
         }
     }
-    // Linked files are verified too: the old release's inode is not taken on trust.
-    let linked_bytes: Vec<u64> = linked
-        .par_iter()
-        .map(|(e, p)| {
-            let EntryKind::File { hash, size, .. } = e.kind else {
-                unreachable!("only files are linked")
-            };
-            let mut h = blake3::Hasher::new();
-            h.update_mmap_rayon(p).at(p)?;
-            check_hash(&e.path, hash, h.finalize().into())?;
+    // Linked files were re-hashed when planned (see `Plan::new`).
+    for (e, _) in &linked {
+        if let EntryKind::File { size, .. } = e.kind {
+            report.files_linked += 1;
+            report.bytes_linked += size;
             progress(size);
-            Ok(size)
-        })
-        .collect::<Result<_>>()?;
-    report.files_linked = linked_bytes.len() as u64;
-    report.bytes_linked = linked_bytes.iter().sum();
+        }
+    }
 
     let wanted: Vec<usize> = (0..m.chunks.len()).filter(|&i| plan.needed[i]).collect();
     report.chunks_read = wanted.len() as u64;

@@ -208,9 +208,7 @@ impl Root {
 /// was checked then against keys that may since have rotated, so only the contents
 /// are re-validated here.
 fn open_installed(bytes: &[u8]) -> Result<Verified, crate::error::ManifestError> {
-    use crate::error::ManifestError;
-    let env: crate::signing::SignedManifest =
-        postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+    let env = crate::signing::decode_envelope(bytes)?;
     let manifest = crate::manifest::Manifest::decode(&env.manifest)?;
     Ok(Verified {
         id: Hash::of(&env.manifest),

@@ -129,8 +129,7 @@ pub fn open_signed(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verified, Man
         return Err(ManifestError::TooLarge(bytes.len(), MAX_MANIFEST_BYTES));
     }
     check_version("signed manifest", bytes, SIGNED_VERSION)?;
-    let env: SignedManifest =
-        postcard::from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+    let env = decode_envelope(bytes)?;
     let key = VerifyingKey::from_bytes(&env.key).map_err(|_| ManifestError::BadSignature)?;
     if !trusted.iter().any(|t| t.0 == key) {
         return Err(ManifestError::UntrustedKey(hex(&env.key)));
@@ -146,6 +145,19 @@ pub fn open_signed(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verified, Man
         id,
         signed_bytes: bytes.to_vec(),
     })
+}
+
+/// Decodes an envelope, refusing trailing bytes (what was signed must be all there is).
+pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<SignedManifest, ManifestError> {
+    let (env, rest): (SignedManifest, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ManifestError::Decode(format!(
+            "{} trailing bytes after the signed manifest",
+            rest.len()
+        )));
+    }
+    Ok(env)
 }
 
 fn hex(bytes: &[u8]) -> String {
