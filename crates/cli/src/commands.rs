@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// Prints `value` as JSON, or `text` for people.
-fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     if json {
         println!("{}", serde_json::to_string(value).expect("serializable"));
     } else {
@@ -24,6 +24,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     match cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), json),
+        Command::Cluster { command } => crate::fleet::cluster(command, json),
+        Command::Seed { dir, tag, config } => crate::fleet::seed(dir, tag, &config, json),
+        Command::Agent { config } => crate::fleet::agent(&config),
+        Command::Status {
+            tracker,
+            tracker_host,
+            identity,
+        } => crate::fleet::status(tracker, &tracker_host, &identity, json),
         Command::Sample {
             out,
             preset,

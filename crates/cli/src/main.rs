@@ -3,6 +3,7 @@
 
 mod commands;
 mod demo;
+mod fleet;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,37 @@ enum Command {
         /// Seed for the edit.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// The cluster's CA and host identities.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// Run the deploy host: the tracker, and a seed serving every release in its
+    /// store. With DIR and --tag, pack and announce that release first.
+    Seed {
+        dir: Option<PathBuf>,
+        #[arg(long, requires = "dir")]
+        tag: Option<String>,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run an agent: join every announced release's swarm, fetch, verify, install.
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show every host the tracker knows: datacenter, last seen, releases, transfer.
+    Status {
+        /// The tracker's address.
+        #[arg(long)]
+        tracker: std::net::SocketAddr,
+        /// The tracker's host name (as in its certificate).
+        #[arg(long)]
+        tracker_host: String,
+        /// A cluster identity to connect with (`shoal cluster issue`).
+        #[arg(long)]
+        identity: PathBuf,
     },
     /// Deploy keys.
     Key {
@@ -125,6 +157,26 @@ pub enum Preset {
     Demo,
     /// About 20,000 small files and four binaries, 500 MB.
     Bench,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Create DIR with the cluster CA (ca.crt, ca.key) and the deploy key pair.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a host identity (certificate, key and CA in one file) signed by the CA in DIR.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        dc: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

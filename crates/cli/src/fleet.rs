@@ -1,0 +1,172 @@
+//! The commands that run or query the swarm: cluster trust, seed, agent, status.
+
+use crate::ClusterCommand;
+use crate::commands::emit;
+use anyhow::{Context, Result, bail};
+use shoal_net::Identity;
+use shoal_node::agent;
+use shoal_node::config::AgentConfig;
+use shoal_seed::seed::{Seed, SeedConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn cluster(cmd: ClusterCommand, json: bool) -> Result<ExitCode> {
+    match cmd {
+        ClusterCommand::Init { dir } => {
+            shoal_net::cluster::init(&dir)
+                .with_context(|| format!("creating the cluster in {}", dir.display()))?;
+            emit(json, &serde_json::json!({ "dir": dir }), || {
+                format!(
+                    "cluster CA and deploy key written to {}\n(keep ca.key and deploy.key secret; ship deploy.key.pub to agents)\n",
+                    dir.display()
+                )
+            });
+        }
+        ClusterCommand::Issue { dir, host, dc, out } => {
+            shoal_net::cluster::issue(&dir, &host, &dc, &out)
+                .with_context(|| format!("issuing an identity for {host}"))?;
+            emit(
+                json,
+                &serde_json::json!({ "host": host, "dc": dc, "out": out }),
+                || format!("identity for {host} ({dc}) written to {}\n", out.display()),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn seed(
+    dir: Option<PathBuf>,
+    tag: Option<String>,
+    config: &Path,
+    json: bool,
+) -> Result<ExitCode> {
+    let cfg = SeedConfig::load(config)?;
+    runtime()?.block_on(async {
+        let seed = Seed::start(&cfg).await.context("starting the seed")?;
+        if let (Some(dir), Some(tag)) = (dir, tag) {
+            let r = seed
+                .publish(&dir, &tag)
+                .with_context(|| format!("packing and announcing {} as {tag}", dir.display()))?;
+            emit(json, &r, || {
+                format!(
+                    "announced {} ({} files, {} bytes, {} chunks) id {}\n",
+                    r.tag, r.files, r.bytes, r.chunks, r.id
+                )
+            });
+        }
+        if !json {
+            println!(
+                "seed {} serving on {} ({} release(s)); Ctrl-C to stop",
+                cfg.host,
+                seed.local_addr(),
+                seed.tracker.releases().len()
+            );
+        }
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn agent(config: &Path) -> Result<ExitCode> {
+    let cfg = AgentConfig::load(config)?;
+    let host = cfg.host.clone();
+    runtime()?.block_on(async {
+        let node = agent::start(cfg)
+            .await
+            .with_context(|| format!("starting agent {host}"))?;
+        tracing::info!(host, addr = ?node.endpoint.local_addr().ok(), "agent running");
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn status(
+    tracker: SocketAddr,
+    tracker_host: &str,
+    identity: &Path,
+    json: bool,
+) -> Result<ExitCode> {
+    let id = Identity::load(identity).with_context(|| format!("loading {}", identity.display()))?;
+    let hosts = runtime()?.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            agent::fleet(&id, tracker, tracker_host),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the tracker at {tracker} did not answer in 10 s"))?
+        .with_context(|| format!("asking the tracker at {tracker}"))
+    })?;
+    if hosts.is_empty() && !json {
+        bail!("the tracker knows no hosts yet");
+    }
+    emit(
+        json,
+        &serde_json::json!({ "hosts": hosts_json(&hosts) }),
+        || {
+            let mut s = format!(
+                "{:<16} {:<8} {:<6} {:>6}  {:<24} {:<24} {}\n",
+                "HOST", "DC", "ROLE", "SEEN", "CURRENT", "STAGED", "TRANSFER"
+            );
+            for h in &hosts {
+                let transfer = h.status.transfer.as_ref().map_or(String::from("-"), |t| {
+                    format!(
+                        "{} {}/{} chunks, {} B down ({} B cross-dc), {} B up",
+                        t.tag,
+                        t.chunks_have,
+                        t.chunks_total,
+                        t.bytes_down,
+                        t.bytes_down_cross_dc,
+                        t.bytes_up
+                    )
+                });
+                s.push_str(&format!(
+                    "{:<16} {:<8} {:<6} {:>5}s  {:<24} {:<24} {}\n",
+                    h.host,
+                    h.dc,
+                    format!("{:?}", h.role).to_lowercase(),
+                    h.last_seen_s,
+                    h.status.current.as_deref().unwrap_or("-"),
+                    h.status.staged.join(","),
+                    transfer
+                ));
+            }
+            s
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hosts_json(hosts: &[shoal_proto::HostReport]) -> serde_json::Value {
+    hosts
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "host": h.host,
+                "dc": h.dc,
+                "role": format!("{:?}", h.role).to_lowercase(),
+                "addr": h.addr,
+                "last_seen_s": h.last_seen_s,
+                "current": h.status.current,
+                "staged": h.status.staged,
+                "transfer": h.status.transfer.as_ref().map(|t| serde_json::json!({
+                    "tag": t.tag, "chunks_have": t.chunks_have, "chunks_total": t.chunks_total,
+                    "bytes_down": t.bytes_down, "bytes_up": t.bytes_up,
+                    "bytes_down_cross_dc": t.bytes_down_cross_dc,
+                })),
+            })
+        })
+        .collect()
+}

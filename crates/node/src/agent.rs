@@ -1,0 +1,228 @@
+//! The agent daemon: registers with the tracker, reports its state, learns of
+//! every announced release, joins its swarm on its own, and installs (and, if
+//! configured, activates) what it fetched. A restarted agent resumes from its
+//! store: chunks it holds are never fetched again, in any release.
+
+use crate::config::AgentConfig;
+use crate::node::{Node, NodeError, NodeOptions};
+use shoal_bundle::assemble::InstallOptions;
+use shoal_bundle::signing::{TrustedKey, open_signed};
+use shoal_bundle::{ChunkStore, Root};
+use shoal_net::{Identity, Tuning};
+use shoal_proto::{HostStatus, MAX_CONTROL, MAX_MANIFEST, Msg, Role};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Net(#[from] shoal_net::NetError),
+    #[error(transparent)]
+    Bundle(#[from] shoal_bundle::Error),
+    #[error("the identity file is for host {found:?}, the config says {configured:?}")]
+    WrongIdentity { found: String, configured: String },
+}
+
+/// The window of requests in flight per peer: the path's bandwidth-delay
+/// product in average chunks, within sane bounds.
+pub fn window_for(bandwidth: u64, rtt: Duration, chunk: u64) -> usize {
+    let bdp = bandwidth as f64 * rtt.as_secs_f64();
+    ((bdp / chunk as f64).ceil() as usize).clamp(8, 128)
+}
+
+/// Starts an agent; it runs until the process ends.
+pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
+    let identity = Identity::load(&cfg.identity)?;
+    if identity.host != cfg.host {
+        return Err(AgentError::WrongIdentity {
+            found: identity.host.clone(),
+            configured: cfg.host.clone(),
+        });
+    }
+    let trusted = cfg
+        .trust
+        .iter()
+        .map(|p| TrustedKey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let root = Root::new(&cfg.root);
+    drop(root.lock()?); // creates the layout and cleans what a crash left
+    let store = ChunkStore::open(root.store_dir())?;
+    let rtt = Duration::from_millis(cfg.path_rtt_ms);
+    let tuning = Tuning::for_path(cfg.path_bandwidth, rtt);
+    let endpoint = shoal_net::endpoint(&identity, cfg.listen, &tuning)?;
+    let listen = endpoint
+        .local_addr()
+        .map_err(|source| shoal_net::NetError::Socket {
+            addr: cfg.listen,
+            source,
+        })?;
+    let swarm = shoal_swarm::Config {
+        window: window_for(cfg.path_bandwidth, rtt, 32 << 10),
+        seed: shoal_swarm::host_key(&cfg.host),
+        ..Default::default()
+    };
+    let opts = NodeOptions {
+        host: cfg.host.clone(),
+        dc: cfg.dc.clone(),
+        role: Role::Agent,
+        root: Some(root.clone()),
+        store,
+        trusted: trusted.clone(),
+        advertise: Some(cfg.advertise.unwrap_or(listen)),
+        auto_activate: cfg.auto_activate,
+        upload_limit: cfg.upload_limit,
+        download_limit: cfg.download_limit,
+        upload_slots: cfg.upload_slots,
+        install: InstallOptions {
+            reserve: cfg.reserve,
+            ..Default::default()
+        },
+        swarm,
+        request_timeout: Duration::from_secs(15),
+        fault_corrupt_uploads: cfg.fault_corrupt_uploads,
+    };
+    let node = Node::start(opts, endpoint, None);
+    for tag in root.installed()? {
+        // Installed releases were verified when installed; serve them.
+        match root.manifest(&tag, None) {
+            Ok(v) => node.add_complete(v),
+            Err(e) => tracing::warn!(%tag, error = %e, "not serving an installed release"),
+        }
+    }
+    tokio::spawn(tracker_loop(node.clone(), cfg, root, trusted));
+    Ok(node)
+}
+
+/// Reports to the tracker and acts on what it says, reconnecting when needed.
+async fn tracker_loop(node: Arc<Node>, cfg: AgentConfig, root: Root, trusted: Vec<TrustedKey>) {
+    let poll = Duration::from_millis(cfg.poll_ms.max(50));
+    let mut ticks: u64 = 0;
+    loop {
+        let tracker = match node.connect(cfg.tracker, &cfg.tracker_host).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(tracker = %cfg.tracker, error = %e, "tracker unreachable; retrying");
+                tokio::time::sleep(poll).await;
+                continue;
+            }
+        };
+        loop {
+            if let Err(e) = poll_once(&node, tracker, &root, &trusted, ticks).await {
+                tracing::warn!(error = %e, "tracker request failed");
+                if node.peer(tracker).is_none() {
+                    break; // the connection is gone: reconnect
+                }
+            }
+            ticks += 1;
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+async fn poll_once(
+    node: &Arc<Node>,
+    tracker: u64,
+    root: &Root,
+    trusted: &[TrustedKey],
+    ticks: u64,
+) -> Result<(), AgentError> {
+    let status = HostStatus {
+        staged: root.installed()?,
+        current: root.current()?,
+        transfer: node.transfer(),
+    };
+    let reply = node
+        .request(tracker, &Msg::Status(status), MAX_CONTROL)
+        .await?;
+    if let Msg::Releases { releases } = reply {
+        let installed = root.installed()?;
+        for ad in releases {
+            if node.knows(&ad.id) || installed.contains(&ad.tag) {
+                continue;
+            }
+            let reply = node
+                .request(tracker, &Msg::GetManifest { id: ad.id }, MAX_MANIFEST)
+                .await?;
+            let Msg::Manifest { signed } = reply else {
+                continue;
+            };
+            match open_signed(&signed, trusted) {
+                Ok(v) if v.id == ad.id => {
+                    tracing::info!(tag = %v.manifest.tag, id = %v.id, "joining swarm");
+                    node.fetch(v);
+                }
+                Ok(_) => tracing::error!(tag = %ad.tag, "tracker sent a manifest with another id"),
+                Err(e) => tracing::error!(tag = %ad.tag, error = %e, "refusing release"),
+            }
+        }
+    }
+    // Peers of the releases being fetched: every few polls, and at once for new ones.
+    if ticks.is_multiple_of(3) || node.transfer().is_none() {
+        for id in node.fetching() {
+            let reply = node
+                .request(tracker, &Msg::GetPeers { id }, MAX_CONTROL)
+                .await?;
+            if let Msg::Peers { peers, .. } = reply {
+                for p in peers {
+                    // One connection per pair: the host with the larger name dials.
+                    if p.host.as_str() >= node.opts.host.as_str() || node.peer_id(&p.host).is_some()
+                    {
+                        continue;
+                    }
+                    let Ok(addr) = p.addr.parse() else { continue };
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = node.connect(addr, &p.host).await {
+                            tracing::debug!(peer = %p.host, error = %e, "cannot reach peer");
+                        }
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the tracker for its view of the fleet (as `shoal status` does), with a
+/// client identity: the tracker answers only cluster members.
+pub async fn fleet(
+    identity: &Identity,
+    tracker: std::net::SocketAddr,
+    tracker_host: &str,
+) -> Result<Vec<shoal_proto::HostReport>, AgentError> {
+    let bind: std::net::SocketAddr = if tracker.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let endpoint = shoal_net::endpoint(identity, bind, &Tuning::default())?;
+    let conn = shoal_net::connect(&endpoint, tracker, tracker_host).await?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(NodeError::from)?;
+    let hello = shoal_proto::Hello {
+        version: shoal_proto::PROTOCOL_VERSION,
+        role: Role::Client,
+        host: identity.host.clone(),
+        dc: String::new(),
+        listen: None,
+    };
+    shoal_net::send_msg(&mut send, &Msg::Hello(hello)).await?;
+    let answer = shoal_net::recv_msg(&mut recv, MAX_CONTROL).await?;
+    shoal_proto::check_hello(answer.unwrap_or(Msg::Ok)).map_err(NodeError::from)?;
+    let (mut s2, mut r2) = conn.open_bi().await.map_err(NodeError::from)?;
+    shoal_net::send_msg(&mut s2, &Msg::GetFleet).await?;
+    let _ = s2.finish();
+    let reply = shoal_net::recv_msg(&mut r2, MAX_CONTROL).await?;
+    conn.close(0u32.into(), b"done");
+    match reply {
+        Some(Msg::Fleet { hosts }) => Ok(hosts),
+        other => Err(AgentError::Node(NodeError::Peer {
+            host: tracker_host.to_string(),
+            message: format!(
+                "answered GetFleet with {}",
+                other.as_ref().map_or("nothing", |m| m.name())
+            ),
+        })),
+    }
+}

@@ -1,0 +1,94 @@
+//! `agent.toml`: what an agent needs to run. Unknown keys are errors, so a typo
+//! is caught before the agent starts.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This host's name (must match its cluster certificate).
+    pub host: String,
+    /// Datacenter label.
+    pub dc: String,
+    /// The shoal root (`store/`, `releases/`, `current`).
+    pub root: PathBuf,
+    /// The identity file from `shoal cluster issue`.
+    pub identity: PathBuf,
+    /// Trusted deploy public keys.
+    pub trust: Vec<PathBuf>,
+    /// The tracker's address and host name.
+    pub tracker: SocketAddr,
+    pub tracker_host: String,
+    /// Where to accept peer connections.
+    pub listen: SocketAddr,
+    /// The address peers should dial, if not `listen`.
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Activate a release as soon as it is installed and verified.
+    #[serde(default)]
+    pub auto_activate: bool,
+    /// Upload and download caps in bytes per second (0: none).
+    #[serde(default)]
+    pub upload_limit: u64,
+    #[serde(default)]
+    pub download_limit: u64,
+    /// Peers served at once.
+    #[serde(default = "default_slots")]
+    pub upload_slots: usize,
+    /// Bytes to keep free on the root's filesystem.
+    #[serde(default = "default_reserve")]
+    pub reserve: u64,
+    /// The path the window of requests in flight is sized for.
+    #[serde(default = "default_bandwidth")]
+    pub path_bandwidth: u64,
+    #[serde(default = "default_rtt")]
+    pub path_rtt_ms: u64,
+    /// How often to report to the tracker and look for new releases.
+    #[serde(default = "default_poll")]
+    pub poll_ms: u64,
+    /// Fault injection for tests: serve chunks with corrupted bytes.
+    #[serde(default)]
+    pub fault_corrupt_uploads: bool,
+}
+
+fn default_slots() -> usize {
+    16
+}
+fn default_reserve() -> u64 {
+    64 << 20
+}
+fn default_bandwidth() -> u64 {
+    125_000_000
+}
+fn default_rtt() -> u64 {
+    40
+}
+fn default_poll() -> u64 {
+    1000
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}

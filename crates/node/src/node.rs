@@ -1,0 +1,596 @@
+//! Peer connections, chunk serving and the routing of swarm messages to sessions.
+
+use crate::session::{SessionEvent, spawn_session};
+use shoal_bundle::assemble::InstallOptions;
+use shoal_bundle::signing::{TrustedKey, Verified};
+use shoal_bundle::{ChunkStore, Hash, Root};
+use shoal_net::{NetError, recv_msg, send_msg};
+use shoal_proto::{Hello, MAX_CONTROL, Msg, PROTOCOL_VERSION, Role, bits_to_bytes, check_hello};
+use shoal_swarm::{BitSet, TokenBucket};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Answers requests that are not about chunks (the tracker's).
+pub trait Control: Send + Sync {
+    /// A host said Hello on a connection.
+    fn hello(&self, from: &Hello);
+    /// A request from `from`; the answer goes back on the same stream.
+    fn handle(&self, from: &Hello, msg: Msg) -> Msg;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Proto(#[from] shoal_proto::ProtoError),
+    #[error(transparent)]
+    Bundle(#[from] shoal_bundle::Error),
+    #[error("{host}: {message}")]
+    Peer { host: String, message: String },
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+}
+
+pub struct NodeOptions {
+    pub host: String,
+    pub dc: String,
+    pub role: Role,
+    /// Where fetched releases are assembled (agents).
+    pub root: Option<Root>,
+    pub store: ChunkStore,
+    pub trusted: Vec<TrustedKey>,
+    /// The address peers should dial.
+    pub advertise: Option<SocketAddr>,
+    pub auto_activate: bool,
+    pub upload_limit: u64,
+    pub download_limit: u64,
+    pub upload_slots: usize,
+    pub install: InstallOptions<'static>,
+    pub swarm: shoal_swarm::Config,
+    /// A request not answered in this time is given up (slow retrieval).
+    pub request_timeout: Duration,
+    pub fault_corrupt_uploads: bool,
+}
+
+/// Bytes moved, for reports and tests.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    pub bytes_down_cross_dc: AtomicU64,
+    pub chunks_fetched: AtomicU64,
+    pub chunks_rejected: AtomicU64,
+    pub peers_banned: AtomicU64,
+}
+
+/// A release this node knows: being fetched, or held whole.
+pub(crate) struct Known {
+    pub release: Verified,
+    /// Chunks held (all of them once complete).
+    pub have: Mutex<BitSet>,
+}
+
+pub(crate) struct Peer {
+    pub host: String,
+    pub dc: String,
+    pub role: Role,
+    pub conn: quinn::Connection,
+    pub ctl: mpsc::UnboundedSender<Msg>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<u64, Arc<Peer>>,
+    by_host: HashMap<String, u64>,
+    releases: HashMap<Hash, Arc<Known>>,
+    sessions: HashMap<Hash, mpsc::UnboundedSender<SessionEvent>>,
+    /// (peer, release) pairs whose bitfield has arrived.
+    bitfields_from: HashSet<(u64, Hash)>,
+    transfer: Option<shoal_proto::Transfer>,
+}
+
+pub struct Node {
+    pub opts: NodeOptions,
+    pub endpoint: quinn::Endpoint,
+    control: Option<Arc<dyn Control>>,
+    state: Mutex<State>,
+    slots: Semaphore,
+    up: Mutex<TokenBucket>,
+    pub(crate) down: Mutex<TokenBucket>,
+    epoch: Instant,
+    next_peer: AtomicU64,
+    pub counters: Counters,
+}
+
+impl Node {
+    /// Starts accepting connections on `endpoint`.
+    pub fn start(
+        opts: NodeOptions,
+        endpoint: quinn::Endpoint,
+        control: Option<Arc<dyn Control>>,
+    ) -> Arc<Node> {
+        let node = Arc::new(Node {
+            slots: Semaphore::new(opts.upload_slots.max(1)),
+            up: Mutex::new(TokenBucket::new(opts.upload_limit, 1 << 20)),
+            down: Mutex::new(TokenBucket::new(opts.download_limit, 1 << 20)),
+            opts,
+            endpoint,
+            control,
+            state: Mutex::new(State::default()),
+            epoch: Instant::now(),
+            next_peer: AtomicU64::new(1),
+            counters: Counters::default(),
+        });
+        let n = node.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = n.endpoint.accept().await {
+                let n = n.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = n.clone().accept(incoming).await {
+                        tracing::debug!(error = %e, "incoming connection refused");
+                    }
+                });
+            }
+        });
+        node
+    }
+
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    pub fn hello(&self) -> Hello {
+        Hello {
+            version: PROTOCOL_VERSION,
+            role: self.opts.role,
+            host: self.opts.host.clone(),
+            dc: self.opts.dc.clone(),
+            listen: self.opts.advertise.map(|a| a.to_string()),
+        }
+    }
+
+    /// Makes a release known and held whole (a seed's packed release, an agent's
+    /// installed one): it is offered to every peer.
+    pub fn add_complete(&self, release: Verified) {
+        let n = release.manifest.chunks.len();
+        let id = release.id;
+        let known = Arc::new(Known {
+            release,
+            have: Mutex::new(BitSet::full(n)),
+        });
+        let peers: Vec<Arc<Peer>> = {
+            let mut st = self.state.lock().expect("state lock");
+            st.releases.insert(id, known.clone());
+            st.peers.values().cloned().collect()
+        };
+        for p in peers {
+            let _ = p.ctl.send(bitfield_msg(id, &known));
+        }
+    }
+
+    /// Starts fetching a release unless it is known already. Returns whether it started.
+    pub fn fetch(self: &Arc<Self>, release: Verified) -> bool {
+        let id = release.id;
+        let have = BitSet::new(release.manifest.chunks.len());
+        let known = Arc::new(Known {
+            release,
+            have: Mutex::new(have),
+        });
+        {
+            let mut have = known.have.lock().expect("have lock");
+            for (i, c) in known.release.manifest.chunks.iter().enumerate() {
+                if self.opts.store.contains(&c.hash) {
+                    have.set(i);
+                }
+            }
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peers: Vec<(u64, Arc<Peer>)> = {
+            let mut st = self.state.lock().expect("state lock");
+            if st.releases.contains_key(&id) {
+                return false;
+            }
+            st.releases.insert(id, known.clone());
+            st.sessions.insert(id, tx.clone());
+            st.peers.iter().map(|(k, v)| (*k, v.clone())).collect()
+        };
+        for (pid, p) in peers {
+            let _ = tx.send(SessionEvent::PeerUp {
+                peer: pid,
+                host: p.host.clone(),
+                local: p.dc == self.opts.dc,
+                seed: p.role == Role::Seed,
+            });
+            let _ = p.ctl.send(bitfield_msg(id, &known));
+        }
+        spawn_session(self.clone(), known, tx, rx);
+        true
+    }
+
+    pub(crate) fn session_done(&self, id: Hash) {
+        let mut st = self.state.lock().expect("state lock");
+        st.sessions.remove(&id);
+        st.transfer = None;
+    }
+
+    pub(crate) fn set_transfer(&self, t: shoal_proto::Transfer) {
+        self.state.lock().expect("state lock").transfer = Some(t);
+    }
+
+    pub fn transfer(&self) -> Option<shoal_proto::Transfer> {
+        self.state.lock().expect("state lock").transfer.clone()
+    }
+
+    pub fn knows(&self, id: &Hash) -> bool {
+        self.state
+            .lock()
+            .expect("state lock")
+            .releases
+            .contains_key(id)
+    }
+
+    pub fn fetching(&self) -> Vec<Hash> {
+        self.state
+            .lock()
+            .expect("state lock")
+            .sessions
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.state.lock().expect("state lock").peers.len()
+    }
+
+    pub(crate) fn peer(&self, id: u64) -> Option<Arc<Peer>> {
+        self.state
+            .lock()
+            .expect("state lock")
+            .peers
+            .get(&id)
+            .cloned()
+    }
+
+    pub fn peer_id(&self, host: &str) -> Option<u64> {
+        self.state
+            .lock()
+            .expect("state lock")
+            .by_host
+            .get(host)
+            .copied()
+    }
+
+    /// Tells every peer we hold a chunk.
+    pub(crate) fn broadcast(&self, msg: Msg) {
+        let peers: Vec<Arc<Peer>> = self
+            .state
+            .lock()
+            .expect("state lock")
+            .peers
+            .values()
+            .cloned()
+            .collect();
+        for p in peers {
+            let _ = p.ctl.send(msg.clone());
+        }
+    }
+
+    /// Connects to a peer unless already connected; returns its peer id.
+    pub async fn connect(self: &Arc<Self>, addr: SocketAddr, host: &str) -> Result<u64, NodeError> {
+        if let Some(id) = self.peer_id(host) {
+            return Ok(id);
+        }
+        let conn = shoal_net::connect(&self.endpoint, addr, host).await?;
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send_msg(&mut send, &Msg::Hello(self.hello())).await?;
+        let hello =
+            match tokio::time::timeout(Duration::from_secs(10), recv_msg(&mut recv, MAX_CONTROL))
+                .await
+            {
+                Ok(r) => r?,
+                Err(_) => None,
+            };
+        let hello = check_hello(hello.unwrap_or(Msg::Ok))?;
+        let mut hello = hello;
+        hello.dc = shoal_net::peer_name(&conn)?.dc;
+        if hello.host != host {
+            conn.close(2u32.into(), b"wrong host");
+            return Err(NodeError::Peer {
+                host: host.to_string(),
+                message: format!("answered as {}", hello.host),
+            });
+        }
+        Ok(self.clone().register(conn, hello, send, recv))
+    }
+
+    /// Handles a connection someone opened to us.
+    async fn accept(self: Arc<Self>, incoming: quinn::Incoming) -> Result<(), NodeError> {
+        // The TLS handshake refuses any client without a cluster certificate
+        // before a byte of the protocol is read.
+        let conn = incoming.await?;
+        let (mut send, mut recv) =
+            match tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    conn.close(1u32.into(), b"no hello");
+                    return Ok(());
+                }
+            };
+        let first = recv_msg(&mut recv, MAX_CONTROL).await?;
+        let mut hello = match check_hello(first.unwrap_or(Msg::Ok)) {
+            Ok(h) => h,
+            Err(e) => {
+                conn.close(1u32.into(), b"protocol");
+                return Err(e.into());
+            }
+        };
+        // The certificate, not the message, says who this is and where it runs.
+        let name = shoal_net::peer_name(&conn)?;
+        if name.host != hello.host {
+            conn.close(1u32.into(), b"hello names another host");
+            return Err(NodeError::Peer {
+                host: name.host,
+                message: format!("said hello as {}", hello.host),
+            });
+        }
+        hello.dc = name.dc;
+        send_msg(&mut send, &Msg::Hello(self.hello())).await?;
+        if let Some(c) = &self.control {
+            c.hello(&hello);
+        }
+        self.register(conn, hello, send, recv);
+        Ok(())
+    }
+
+    /// Records a connected peer and starts its reader, writer and request server.
+    fn register(
+        self: Arc<Self>,
+        conn: quinn::Connection,
+        hello: Hello,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> u64 {
+        let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let (ctl, mut ctl_rx) = mpsc::unbounded_channel::<Msg>();
+        let peer = Arc::new(Peer {
+            host: hello.host.clone(),
+            dc: hello.dc.clone(),
+            role: hello.role,
+            conn: conn.clone(),
+            ctl,
+        });
+        let (releases, sessions) = {
+            let mut st = self.state.lock().expect("state lock");
+            st.peers.insert(id, peer.clone());
+            st.by_host.insert(hello.host.clone(), id);
+            (
+                st.releases
+                    .iter()
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect::<Vec<_>>(),
+                st.sessions.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        tracing::debug!(peer = %hello.host, dc = %hello.dc, "peer connected");
+        for s in sessions {
+            let _ = s.send(SessionEvent::PeerUp {
+                peer: id,
+                host: hello.host.clone(),
+                local: hello.dc == self.opts.dc,
+                seed: hello.role == Role::Seed,
+            });
+        }
+        for (rid, known) in releases {
+            let _ = peer.ctl.send(bitfield_msg(rid, &known));
+        }
+        // Writer: control messages in order.
+        tokio::spawn(async move {
+            while let Some(m) = ctl_rx.recv().await {
+                if send_msg(&mut send, &m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        // Reader: bitfields and haves.
+        let n = self.clone();
+        let p = peer.clone();
+        tokio::spawn(async move {
+            loop {
+                match recv_msg(&mut recv, MAX_CONTROL).await {
+                    Ok(Some(m)) => {
+                        if let Err(why) = n.on_control(id, &p, m) {
+                            tracing::warn!(peer = %p.host, why, "closing connection");
+                            p.conn.close(1u32.into(), why.as_bytes());
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(peer = %p.host, error = %e, "closing connection");
+                        p.conn.close(1u32.into(), b"bad control message");
+                        break;
+                    }
+                }
+            }
+            n.unregister(id);
+        });
+        // Requests the peer opens.
+        let n = self.clone();
+        let from = hello;
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let n = n.clone();
+                let from = from.clone();
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = n.serve(&from, send, recv).await {
+                        tracing::warn!(peer = %from.host, error = %e, "closing connection");
+                        conn.close(1u32.into(), b"bad request");
+                    }
+                });
+            }
+        });
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        let sessions = {
+            let mut st = self.state.lock().expect("state lock");
+            if let Some(p) = st.peers.remove(&id)
+                && st.by_host.get(&p.host) == Some(&id)
+            {
+                st.by_host.remove(&p.host);
+            }
+            st.bitfields_from.retain(|(p, _)| *p != id);
+            st.sessions.values().cloned().collect::<Vec<_>>()
+        };
+        for s in sessions {
+            let _ = s.send(SessionEvent::PeerDown { peer: id });
+        }
+    }
+
+    /// A control message from a peer. Err closes the connection.
+    fn on_control(&self, pid: u64, peer: &Peer, m: Msg) -> Result<(), &'static str> {
+        match m {
+            Msg::Bitfield { id, bits } => {
+                let (first, known, session) = {
+                    let mut st = self.state.lock().expect("state lock");
+                    (
+                        st.bitfields_from.insert((pid, id)),
+                        st.releases.get(&id).cloned(),
+                        st.sessions.get(&id).cloned(),
+                    )
+                };
+                if let Some(known) = &known {
+                    if bits.len() != known.release.manifest.chunks.len().div_ceil(8) {
+                        return Err("bitfield of the wrong length");
+                    }
+                    // Answer a peer's first bitfield with ours, so peers that
+                    // learned of a release at different times still meet.
+                    if first {
+                        let _ = peer.ctl.send(bitfield_msg(id, known));
+                    }
+                }
+                if let Some(s) = session {
+                    let _ = s.send(SessionEvent::Bitfield { peer: pid, bits });
+                }
+                Ok(())
+            }
+            Msg::Have { id, chunk } => {
+                let session = self
+                    .state
+                    .lock()
+                    .expect("state lock")
+                    .sessions
+                    .get(&id)
+                    .cloned();
+                if let Some(s) = session {
+                    let _ = s.send(SessionEvent::Have { peer: pid, chunk });
+                }
+                Ok(())
+            }
+            _ => Err("unexpected message on the control stream"),
+        }
+    }
+
+    /// One request stream: a chunk, or a request for the control handler.
+    async fn serve(
+        &self,
+        from: &Hello,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(), NodeError> {
+        let Some(msg) = recv_msg(&mut recv, MAX_CONTROL).await? else {
+            return Ok(());
+        };
+        let reply = match msg {
+            Msg::Request { id, chunk } => self.piece(id, chunk).await,
+            other => match &self.control {
+                Some(c) => c.handle(from, other),
+                None => {
+                    return Err(NodeError::Peer {
+                        host: from.host.clone(),
+                        message: format!("sent {} to a node that is no tracker", other.name()),
+                    });
+                }
+            },
+        };
+        send_msg(&mut send, &reply).await?;
+        let _ = send.finish();
+        // Wait until the peer has the bytes (or goes away) before dropping the stream.
+        let _ = send.stopped().await;
+        Ok(())
+    }
+
+    /// The compressed bytes of a chunk, within the upload slots and rate.
+    async fn piece(&self, id: Hash, chunk: u32) -> Msg {
+        let cref = {
+            let st = self.state.lock().expect("state lock");
+            st.releases
+                .get(&id)
+                .and_then(|k| k.release.manifest.chunks.get(chunk as usize).copied())
+        };
+        let Some(cref) = cref else {
+            return Msg::Reject { id, chunk };
+        };
+        let _permit = self.slots.acquire().await;
+        let Ok(mut data) = self.opts.store.read_compressed(&cref) else {
+            return Msg::Reject { id, chunk };
+        };
+        let wait = self
+            .up
+            .lock()
+            .expect("bucket lock")
+            .take(self.now(), data.len() as u64);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        if self.opts.fault_corrupt_uploads {
+            // Keep it a valid frame of the right length: only the hash check can tell.
+            let mut d = zstd::bulk::Decompressor::new().expect("zstd context");
+            if let Ok(mut plain) = d.decompress(&data, cref.len as usize) {
+                if let Some(b) = plain.first_mut() {
+                    *b ^= 0xff;
+                }
+                data = zstd::bulk::compress(&plain, 1).unwrap_or(data);
+            }
+        }
+        self.counters
+            .bytes_up
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Msg::Piece { id, chunk, data }
+    }
+}
+
+fn bitfield_msg(id: Hash, known: &Known) -> Msg {
+    let have = known.have.lock().expect("have lock");
+    Msg::Bitfield {
+        id,
+        bits: bits_to_bytes(have.iter(), have.len()),
+    }
+}
+
+impl Node {
+    /// Sends one request on a new stream of peer `id`'s connection and reads the answer.
+    pub async fn request(&self, id: u64, m: &Msg, limit: usize) -> Result<Msg, NodeError> {
+        let peer = self.peer(id).ok_or_else(|| NodeError::Peer {
+            host: format!("peer {id}"),
+            message: "not connected".into(),
+        })?;
+        let (mut send, mut recv) = peer.conn.open_bi().await?;
+        send_msg(&mut send, m).await?;
+        let _ = send.finish();
+        recv_msg(&mut recv, limit)
+            .await?
+            .ok_or_else(|| NodeError::Peer {
+                host: peer.host.clone(),
+                message: format!("closed the stream without answering {}", m.name()),
+            })
+    }
+}

@@ -1,0 +1,267 @@
+//! One release being fetched: feeds the swarm core with what peers say and do,
+//! carries out its actions over QUIC, and assembles the release once every chunk
+//! is held.
+
+use crate::node::{Known, Node};
+use shoal_bundle::chunk::decode_chunk;
+use shoal_bundle::{Hash, activate, assemble};
+use shoal_net::{recv_msg, send_msg};
+use shoal_proto::{MAX_PIECE, Msg, bit};
+use shoal_swarm::{Action, Swarm};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+const TICK: Duration = Duration::from_millis(50);
+
+pub(crate) enum SessionEvent {
+    PeerUp {
+        peer: u64,
+        host: String,
+        local: bool,
+        seed: bool,
+    },
+    PeerDown {
+        peer: u64,
+    },
+    Bitfield {
+        peer: u64,
+        bits: Vec<u8>,
+    },
+    Have {
+        peer: u64,
+        chunk: u32,
+    },
+    Piece {
+        peer: u64,
+        chunk: u32,
+        outcome: Outcome,
+    },
+}
+
+pub(crate) enum Outcome {
+    /// Verified and stored.
+    Good,
+    /// Bytes that do not match the chunk's name.
+    Bad,
+    /// The peer does not have it.
+    Lacks,
+    /// Timed out, stream failed, or the peer broke protocol.
+    Failed,
+}
+
+pub(crate) fn spawn_session(
+    node: Arc<Node>,
+    known: Arc<Known>,
+    tx: mpsc::UnboundedSender<SessionEvent>,
+    rx: mpsc::UnboundedReceiver<SessionEvent>,
+) {
+    tokio::spawn(async move {
+        let id = known.release.id;
+        let tag = known.release.manifest.tag.clone();
+        match run(node.clone(), known, tx, rx).await {
+            Ok(()) => tracing::info!(%tag, "release fetched, verified and installed"),
+            Err(e) => tracing::error!(%tag, error = %e, "release could not be installed"),
+        }
+        node.session_done(id);
+    });
+}
+
+async fn run(
+    node: Arc<Node>,
+    known: Arc<Known>,
+    tx: mpsc::UnboundedSender<SessionEvent>,
+    mut rx: mpsc::UnboundedReceiver<SessionEvent>,
+) -> Result<(), shoal_bundle::Error> {
+    let id = known.release.id;
+    let manifest = &known.release.manifest;
+    let lens: Vec<u32> = manifest.chunks.iter().map(|c| c.len).collect();
+    let have = known.have.lock().expect("have lock").clone();
+    let mut swarm = Swarm::new(node.opts.swarm.clone(), &node.opts.host, lens, have);
+    let mut tasks: HashMap<(u64, u32), AbortHandle> = HashMap::new();
+    let mut cross: HashMap<u64, bool> = HashMap::new();
+    let mut ticker = tokio::time::interval(TICK);
+    let mut complete = swarm.is_complete();
+    while !complete {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    SessionEvent::PeerUp { peer, host, local, seed } => {
+                        cross.insert(peer, !local);
+                        swarm.add_peer(peer, &host, local, seed);
+                    }
+                    SessionEvent::PeerDown { peer } => {
+                        swarm.remove_peer(peer);
+                        cross.remove(&peer);
+                    }
+                    SessionEvent::Bitfield { peer, bits } => swarm.peer_bitfield(peer, |i| bit(&bits, i)),
+                    SessionEvent::Have { peer, chunk } => swarm.peer_have(peer, chunk),
+                    SessionEvent::Piece { peer, chunk, outcome } => {
+                        tasks.remove(&(peer, chunk));
+                        let now = node.now();
+                        match outcome {
+                            Outcome::Good => {
+                                known.have.lock().expect("have lock").set(chunk as usize);
+                                swarm.on_piece(now, peer, chunk, true);
+                            }
+                            Outcome::Bad => {
+                                node.counters.chunks_rejected.fetch_add(1, Ordering::Relaxed);
+                                swarm.on_piece(now, peer, chunk, false);
+                            }
+                            Outcome::Lacks => swarm.on_failed(peer, chunk, true),
+                            Outcome::Failed => swarm.on_failed(peer, chunk, false),
+                        }
+                    }
+                }
+            }
+            _ = ticker.tick() => swarm.tick(node.now()),
+        }
+        swarm.schedule(node.now());
+        while let Some(action) = swarm.poll_action() {
+            match action {
+                Action::Request { peer, chunk } => {
+                    let Some(p) = node.peer(peer) else {
+                        swarm.on_failed(peer, chunk, false);
+                        continue;
+                    };
+                    let cref = manifest.chunks[chunk as usize];
+                    let is_cross = cross.get(&peer).copied().unwrap_or(false);
+                    let node = node.clone();
+                    let tx = tx.clone();
+                    let handle = tokio::spawn(async move {
+                        let outcome = fetch(&node, &p.conn, id, chunk, cref, is_cross).await;
+                        let _ = tx.send(SessionEvent::Piece {
+                            peer,
+                            chunk,
+                            outcome,
+                        });
+                    });
+                    tasks.insert((peer, chunk), handle.abort_handle());
+                }
+                Action::Cancel { peer, chunk } => {
+                    if let Some(h) = tasks.remove(&(peer, chunk)) {
+                        h.abort();
+                    }
+                }
+                Action::Ban { peer, reason } => {
+                    node.counters.peers_banned.fetch_add(1, Ordering::Relaxed);
+                    let host = node.peer(peer).map(|p| p.host.clone()).unwrap_or_default();
+                    tracing::warn!(peer = %host, %reason, "peer banned from this swarm");
+                }
+                Action::Have { chunk } => node.broadcast(Msg::Have { id, chunk }),
+                Action::Complete => complete = true,
+            }
+        }
+        let total = manifest.chunks.len() as u32;
+        node.set_transfer(shoal_proto::Transfer {
+            tag: manifest.tag.clone(),
+            chunks_have: total - swarm.missing() as u32,
+            chunks_total: total,
+            bytes_down: node.counters.bytes_down.load(Ordering::Relaxed),
+            bytes_up: node.counters.bytes_up.load(Ordering::Relaxed),
+            bytes_down_cross_dc: node.counters.bytes_down_cross_dc.load(Ordering::Relaxed),
+        });
+    }
+    for (_, h) in tasks {
+        h.abort();
+    }
+    if !complete {
+        return Ok(());
+    }
+    // Every chunk is in the store and verified: assemble, verify, activate.
+    let Some(root) = node.opts.root.clone() else {
+        return Ok(());
+    };
+    let store = node.opts.store.clone();
+    let release = known.release.clone();
+    let opts = node.opts.install;
+    let auto = node.opts.auto_activate;
+    tokio::task::spawn_blocking(move || {
+        assemble::install(&root, &store, &release, opts)?;
+        if auto {
+            activate::activate(&root, &release.manifest.tag)?;
+        }
+        Ok::<_, shoal_bundle::Error>(())
+    })
+    .await
+    .map_err(|e| shoal_bundle::Error::Io {
+        path: node.opts.store.dir().to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    Ok(())
+}
+
+/// Requests one chunk from a peer, verifies it and stores it.
+async fn fetch(
+    node: &Node,
+    conn: &quinn::Connection,
+    id: Hash,
+    chunk: u32,
+    cref: shoal_bundle::manifest::ChunkRef,
+    cross: bool,
+) -> Outcome {
+    let wait = node
+        .down
+        .lock()
+        .expect("bucket lock")
+        .take(node.now(), u64::from(cref.len));
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        send_msg(&mut send, &Msg::Request { id, chunk })
+            .await
+            .ok()?;
+        let _ = send.finish();
+        recv_msg(&mut recv, MAX_PIECE).await.ok()?
+    };
+    let reply = match tokio::time::timeout(node.opts.request_timeout, exchange).await {
+        Ok(Some(m)) => m,
+        _ => return Outcome::Failed,
+    };
+    let data = match reply {
+        Msg::Piece {
+            id: i,
+            chunk: c,
+            data,
+        } if i == id && c == chunk => data,
+        Msg::Reject { .. } => return Outcome::Lacks,
+        _ => return Outcome::Failed,
+    };
+    let n = data.len() as u64;
+    node.counters.bytes_down.fetch_add(n, Ordering::Relaxed);
+    if cross {
+        node.counters
+            .bytes_down_cross_dc
+            .fetch_add(n, Ordering::Relaxed);
+    }
+    thread_local! {
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let verified = DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = zstd::bulk::Decompressor::new().ok();
+        }
+        d.as_mut().map(|d| decode_chunk(&cref, &data, d).is_ok())
+    });
+    if verified != Some(true) {
+        return Outcome::Bad;
+    }
+    match node.opts.store.put_compressed(&cref.hash, &data) {
+        Ok(()) => {
+            node.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
+            Outcome::Good
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a verified chunk");
+            Outcome::Failed
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! `shoal seed`: pack (reusing the store), sign, announce to the tracker it runs,
+//! and serve chunks until stopped.
+
+use crate::tracker::Tracker;
+use serde::Deserialize;
+use shoal_bundle::assemble::{InstallOptions, load_from_store};
+use shoal_bundle::pack::{PackOptions, PackReport, pack};
+use shoal_bundle::signing::{DeployKey, TrustedKey};
+use shoal_bundle::{ChunkStore, tag};
+use shoal_net::{Identity, Tuning};
+use shoal_node::{Control, Node, NodeOptions};
+use shoal_proto::Role;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `seed.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedConfig {
+    pub host: String,
+    pub dc: String,
+    pub store: PathBuf,
+    /// The deploy key's secret file (signs what this seed packs).
+    pub key: PathBuf,
+    /// Deploy public keys the tracker accepts announcements from.
+    pub trust: Vec<PathBuf>,
+    pub identity: PathBuf,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    #[serde(default)]
+    pub upload_limit: u64,
+    #[serde(default = "default_slots")]
+    pub upload_slots: usize,
+}
+
+fn default_slots() -> usize {
+    16
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{}: {message}", path.display())]
+    Config { path: PathBuf, message: String },
+    #[error(transparent)]
+    Bundle(#[from] shoal_bundle::Error),
+    #[error(transparent)]
+    Net(#[from] shoal_net::NetError),
+    #[error(transparent)]
+    Tracker(#[from] crate::tracker::TrackerError),
+}
+
+impl SeedConfig {
+    pub fn load(path: &Path) -> Result<Self, SeedError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SeedError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| SeedError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+pub struct Seed {
+    pub node: Arc<Node>,
+    pub tracker: Arc<Tracker>,
+    key: DeployKey,
+    store: ChunkStore,
+    trusted: Vec<TrustedKey>,
+}
+
+impl Seed {
+    /// Starts the tracker and the seed node, and announces every release in the store.
+    pub async fn start(cfg: &SeedConfig) -> Result<Seed, SeedError> {
+        let identity = Identity::load(&cfg.identity)?;
+        let key = DeployKey::load(&cfg.key)?;
+        let mut trusted = cfg
+            .trust
+            .iter()
+            .map(|p| TrustedKey::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !trusted.contains(&key.public()) {
+            trusted.push(key.public());
+        }
+        let store = ChunkStore::open(&cfg.store)?;
+        let endpoint = shoal_net::endpoint(&identity, cfg.listen, &Tuning::default())?;
+        let listen = endpoint
+            .local_addr()
+            .map_err(|source| shoal_net::NetError::Socket {
+                addr: cfg.listen,
+                source,
+            })?;
+        let tracker = Arc::new(Tracker::new(trusted.clone()));
+        let opts = NodeOptions {
+            host: cfg.host.clone(),
+            dc: cfg.dc.clone(),
+            role: Role::Seed,
+            root: None,
+            store: store.clone(),
+            trusted: trusted.clone(),
+            advertise: Some(cfg.advertise.unwrap_or(listen)),
+            auto_activate: false,
+            upload_limit: cfg.upload_limit,
+            download_limit: 0,
+            upload_slots: cfg.upload_slots,
+            install: InstallOptions::default(),
+            swarm: shoal_swarm_default(),
+            request_timeout: Duration::from_secs(15),
+            fault_corrupt_uploads: false,
+        };
+        let control: Arc<dyn Control> = tracker.clone();
+        let node = Node::start(opts, endpoint, Some(control));
+        // The seed's own hello, so agents get it in peer lists.
+        tracker.hello(&node.hello());
+        let seed = Seed {
+            node,
+            tracker,
+            key,
+            store,
+            trusted,
+        };
+        seed.announce_stored()?;
+        Ok(seed)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.node.endpoint.local_addr().expect("bound endpoint")
+    }
+
+    /// Announces and serves every release whose manifest is in the store.
+    fn announce_stored(&self) -> Result<(), SeedError> {
+        let dir = self.store.dir().join("manifests");
+        let Ok(items) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for item in items.flatten() {
+            let name = item.file_name();
+            let Some(t) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".manifest"))
+                .and_then(tag::from_dir_name)
+            else {
+                continue;
+            };
+            match load_from_store(&self.store, &t, &self.trusted) {
+                Ok(v) => {
+                    self.tracker.announce(v.signed_bytes.clone())?;
+                    self.node.add_complete(v);
+                }
+                Err(e) => tracing::warn!(tag = %t, error = %e, "not serving a stored release"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Packs `dir` as `tag`, signs it, announces it and starts serving it.
+    pub fn publish(&self, dir: &Path, tag: &str) -> Result<PackReport, SeedError> {
+        let report = pack(dir, &self.store, &self.key, &PackOptions::new(tag), &|_| {})?;
+        let v = load_from_store(&self.store, tag, &self.trusted)?;
+        self.tracker.announce(v.signed_bytes.clone())?;
+        self.node.add_complete(v);
+        Ok(report)
+    }
+}
+
+fn shoal_swarm_default() -> shoal_node::SwarmConfig {
+    shoal_node::SwarmConfig::default()
+}
