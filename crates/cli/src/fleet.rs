@@ -161,6 +161,14 @@ fn hosts_json(hosts: &[shoal_proto::HostReport]) -> serde_json::Value {
                 "last_seen_s": h.last_seen_s,
                 "current": h.status.current,
                 "staged": h.status.staged,
+                "totals": {
+                    "bytes_up": h.status.totals.bytes_up,
+                    "bytes_down": h.status.totals.bytes_down,
+                    "bytes_down_cross_dc": h.status.totals.bytes_down_cross_dc,
+                    "chunks_fetched": h.status.totals.chunks_fetched,
+                    "chunks_rejected": h.status.totals.chunks_rejected,
+                    "peers_banned": h.status.totals.peers_banned,
+                },
                 "transfer": h.status.transfer.as_ref().map(|t| serde_json::json!({
                     "tag": t.tag, "chunks_have": t.chunks_have, "chunks_total": t.chunks_total,
                     "bytes_down": t.bytes_down, "bytes_up": t.bytes_up,

@@ -132,6 +132,7 @@ async fn poll_once(
         staged: root.installed()?,
         current: root.current()?,
         transfer: node.transfer(),
+        totals: node.totals(),
     };
     let reply = node
         .request(tracker, &Msg::Status(status), MAX_CONTROL)

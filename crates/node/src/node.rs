@@ -222,6 +222,19 @@ impl Node {
         self.state.lock().expect("state lock").transfer = Some(t);
     }
 
+    pub fn totals(&self) -> shoal_proto::Totals {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        shoal_proto::Totals {
+            bytes_up: get(&c.bytes_up),
+            bytes_down: get(&c.bytes_down),
+            bytes_down_cross_dc: get(&c.bytes_down_cross_dc),
+            chunks_fetched: get(&c.chunks_fetched),
+            chunks_rejected: get(&c.chunks_rejected),
+            peers_banned: get(&c.peers_banned),
+        }
+    }
+
     pub fn transfer(&self) -> Option<shoal_proto::Transfer> {
         self.state.lock().expect("state lock").transfer.clone()
     }

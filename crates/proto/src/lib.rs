@@ -61,6 +61,18 @@ pub struct HostStatus {
     pub staged: Vec<String>,
     pub current: Option<String>,
     pub transfer: Option<Transfer>,
+    pub totals: Totals,
+}
+
+/// Counters since the process started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub bytes_down_cross_dc: u64,
+    pub chunks_fetched: u64,
+    pub chunks_rejected: u64,
+    pub peers_banned: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

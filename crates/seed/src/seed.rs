@@ -114,8 +114,21 @@ impl Seed {
         };
         let control: Arc<dyn Control> = tracker.clone();
         let node = Node::start(opts, endpoint, Some(control));
-        // The seed's own hello, so agents get it in peer lists.
+        // The seed reports to its own tracker like any host, so it is in peer
+        // lists and `shoal status` shows what it uploaded.
         tracker.hello(&node.hello());
+        let (n, t) = (node.clone(), tracker.clone());
+        tokio::spawn(async move {
+            loop {
+                let status = shoal_proto::HostStatus {
+                    staged: t.releases().into_iter().map(|r| r.tag).collect(),
+                    totals: n.totals(),
+                    ..Default::default()
+                };
+                t.handle(&n.hello(), shoal_proto::Msg::Status(status));
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
         let seed = Seed {
             node,
             tracker,
