@@ -39,8 +39,7 @@ pub fn activate(root: &Root, tag: &str) -> Result<bool> {
     if root.current()?.as_deref() == Some(tag) {
         return Ok(false);
     }
-    switch_current(root, tag)?;
-    record(root, tag)?;
+    record_then_switch(root, tag)?;
     tracing::info!(tag, "activated");
     Ok(true)
 }
@@ -52,8 +51,7 @@ pub fn rollback(root: &Root) -> Result<String> {
     let current = root.current()?;
     let target = previous(root, current.as_deref())?
         .ok_or_else(|| Error::NothingToRollBack(root.path().to_path_buf()))?;
-    switch_current(root, &target)?;
-    record(root, &target)?;
+    record_then_switch(root, &target)?;
     tracing::info!(from = ?current, to = %target, "rolled back");
     Ok(target)
 }
@@ -66,6 +64,20 @@ pub fn previous(root: &Root, current: Option<&str>) -> Result<Option<String>> {
         .into_iter()
         .rev()
         .find(|t| Some(t.as_str()) != current && installed.contains(t)))
+}
+
+/// Records the activation, then switches. In this order a failure (a full disk,
+/// say) leaves `current` where it was and the command reports exactly that; the
+/// switch itself failing after the record undoes the record.
+fn record_then_switch(root: &Root, tag: &str) -> Result<()> {
+    let before = root.history()?;
+    record(root, tag)?;
+    if let Err(e) = switch_current(root, tag) {
+        let text: String = before.iter().map(|l| format!("{l}\n")).collect();
+        let _ = crate::store::write_atomically(&root.history_file(), text.as_bytes(), true);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn ensure_installed(root: &Root, tag: &str) -> Result<()> {

@@ -140,7 +140,7 @@ pub fn install(
         let dir = fs::File::open(&tmp).at(&tmp)?;
         rustix::fs::syncfs(&dir).map_err(|e| Error::Io {
             path: tmp.clone(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         // The manifest goes first: a release directory always has its manifest.
         write_atomically(&root.manifest_file(&m.tag), &release.signed_bytes, true)?;
@@ -324,7 +324,7 @@ fn build(
                 .map_init(zstd::bulk::Decompressor::new, |d, &i| {
                     let d = d.as_mut().map_err(|e| Error::Io {
                         path: store.dir().into(),
-                        source: std::io::Error::other(e.to_string()),
+                        cause: std::io::Error::other(e.to_string()),
                     })?;
                     Ok((i, store.get(&m.chunks[i], d)?))
                 })

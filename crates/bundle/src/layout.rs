@@ -127,7 +127,10 @@ impl Root {
         }
         for item in fs::read_dir(&self.path).at(&self.path)? {
             let item = item.at(&self.path)?;
-            if item.file_name().to_string_lossy().starts_with(".current-") {
+            let name = item.file_name();
+            let name = name.to_string_lossy();
+            // A new `current` link or a history rewrite that never got renamed.
+            if name.starts_with(".current-") || name.starts_with(".tmp-") {
                 fs::remove_file(item.path()).at(item.path())?;
             }
         }

@@ -95,7 +95,7 @@ pub fn pack(
             |comp, (i, chunk)| {
                 let chunk = chunk.map_err(|e| Error::Io {
                     path: src.to_path_buf(),
-                    source: e.into(),
+                    cause: e.into(),
                 })?;
                 let hash = Hash::of(&chunk.data);
                 let r = ChunkRef {
@@ -107,7 +107,7 @@ pub fn pack(
                 }
                 let comp = comp.as_mut().map_err(|e| Error::Io {
                     path: store.dir().into(),
-                    source: std::io::Error::other(e.to_string()),
+                    cause: std::io::Error::other(e.to_string()),
                 })?;
                 let z = compress(comp, &chunk.data).at(store.chunk_path(&hash))?;
                 store.put_compressed(&hash, &z)?;

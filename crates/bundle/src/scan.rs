@@ -128,7 +128,7 @@ impl<'p> StreamReader<'p> {
             match file.read(&mut probe) {
                 Ok(0) => {}
                 Ok(_) => return Err(self.fail(Error::ChangedWhilePacking(path))),
-                Err(e) => return Err(self.fail(Error::Io { path, source: e })),
+                Err(e) => return Err(self.fail(Error::Io { path, cause: e })),
             }
             self.hashes.push(hasher.finalize().into());
         }
@@ -145,7 +145,7 @@ impl Read for StreamReader<'_> {
                     Ok(n) => n,
                     Err(e) => {
                         let path = path.clone();
-                        return Err(self.fail(Error::Io { path, source: e }));
+                        return Err(self.fail(Error::Io { path, cause: e }));
                     }
                 };
                 if n > 0 {
@@ -165,7 +165,7 @@ impl Read for StreamReader<'_> {
             self.next += 1;
             let file = match fs::File::open(&path) {
                 Ok(f) => f,
-                Err(e) => return Err(self.fail(Error::Io { path, source: e })),
+                Err(e) => return Err(self.fail(Error::Io { path, cause: e })),
             };
             self.current = Some((file.take(size), blake3::Hasher::new(), path));
         }

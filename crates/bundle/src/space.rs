@@ -7,7 +7,7 @@ use std::path::Path;
 pub(crate) fn available(path: &Path) -> Result<u64> {
     let st = rustix::fs::statvfs(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
-        source: e.into(),
+        cause: e.into(),
     })?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -187,7 +187,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NetError> {
             std::io::ErrorKind::AlreadyExists => NetError::Exists(path.to_path_buf()),
             _ => NetError::Io {
                 path: path.to_path_buf(),
-                source: e,
+                cause: e,
             },
         })?;
     f.write_all(bytes).at(path)?;

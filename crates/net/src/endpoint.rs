@@ -21,7 +21,7 @@ pub fn endpoint(
 ) -> Result<quinn::Endpoint, NetError> {
     let sock_err = |source| NetError::Socket {
         addr: listen,
-        source,
+        cause: source,
     };
     let runtime = quinn::default_runtime().ok_or(NetError::NoRuntime)?;
     let socket = bind_socket(listen, tuning.socket_buffer)?;
@@ -34,7 +34,7 @@ pub fn endpoint(
 pub fn bind_socket(listen: SocketAddr, buffer: usize) -> Result<UdpSocket, NetError> {
     let socket = UdpSocket::bind(listen).map_err(|source| NetError::Socket {
         addr: listen,
-        source,
+        cause: source,
     })?;
     raise_buffers(&socket, buffer);
     Ok(socket)
@@ -62,7 +62,7 @@ pub fn endpoint_with_socket(
     )
     .map_err(|source| NetError::Socket {
         addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-        source,
+        cause: source,
     })?;
     ep.set_default_client_config(client);
     Ok(ep)
@@ -77,11 +77,14 @@ pub async fn connect(
 ) -> Result<quinn::Connection, NetError> {
     let connecting = ep
         .connect(addr, server_host)
-        .map_err(|source| NetError::Connect { addr, source })?;
+        .map_err(|source| NetError::Connect {
+            addr,
+            cause: source,
+        })?;
     connecting.await.map_err(|source| NetError::Handshake {
         addr,
         host: server_host.to_string(),
-        source,
+        cause: source,
     })
 }
 

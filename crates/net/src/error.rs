@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{0} already exists; refusing to overwrite a cluster CA")]
     Exists(PathBuf),
@@ -30,21 +30,21 @@ pub enum NetError {
     Config(String),
     #[error("no tokio runtime: endpoints must be created inside one")]
     NoRuntime,
-    #[error("UDP socket {addr}: {source}")]
+    #[error("UDP socket {addr}: {cause}")]
     Socket {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("connecting to {addr}: {source}")]
+    #[error("connecting to {addr}: {cause}")]
     Connect {
         addr: SocketAddr,
-        source: quinn::ConnectError,
+        cause: quinn::ConnectError,
     },
-    #[error("handshake with {host} at {addr}: {source}")]
+    #[error("handshake with {host} at {addr}: {cause}")]
     Handshake {
         addr: SocketAddr,
         host: String,
-        source: quinn::ConnectionError,
+        cause: quinn::ConnectionError,
     },
     #[error("peer presented no usable certificate: {0}")]
     PeerCert(String),
@@ -67,7 +67,7 @@ impl<T> IoAt<T> for std::io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T, NetError> {
         self.map_err(|source| NetError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })
     }
 }

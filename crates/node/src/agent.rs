@@ -56,7 +56,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
         .local_addr()
         .map_err(|source| shoal_net::NetError::Socket {
             addr: cfg.listen,
-            source,
+            cause: source,
         })?;
     let swarm = shoal_swarm::Config {
         window: window_for(cfg.path_bandwidth, rtt, 32 << 10),

@@ -190,7 +190,7 @@ async fn run(
     .await
     .map_err(|e| shoal_bundle::Error::Io {
         path: node.opts.store.dir().to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        cause: std::io::Error::other(e.to_string()),
     })??;
     Ok(())
 }

@@ -92,7 +92,7 @@ impl Seed {
             .local_addr()
             .map_err(|source| shoal_net::NetError::Socket {
                 addr: cfg.listen,
-                source,
+                cause: source,
             })?;
         let tracker = Arc::new(Tracker::new(trusted.clone()));
         let opts = NodeOptions {

@@ -64,7 +64,12 @@ impl Env {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let key = dir.path().join("deploy.key");
-        run_ok(&[OsStr::new("key"), "new".as_ref(), "--out".as_ref(), key.as_os_str()]);
+        run_ok(&[
+            OsStr::new("key"),
+            "new".as_ref(),
+            "--out".as_ref(),
+            key.as_os_str(),
+        ]);
         let trust = PathBuf::from(format!("{}.pub", key.display()));
         assert!(trust.is_file(), "no public key at {}", trust.display());
         let store = dir.path().join("store");
@@ -140,7 +145,8 @@ pub fn current_name(root: &Path) -> Option<String> {
 }
 
 /// Everything interrupted or failed work could leave behind: `.`-prefixed entries
-/// under `releases/`, temporary and orphan manifests, temporary `current` links.
+/// under `releases/`, temporary and orphan manifests, temporary `current` links and
+/// temporary files in the root (from rewriting the history).
 pub fn leftovers(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let rel = root.join("releases");
@@ -168,7 +174,7 @@ pub fn leftovers(root: &Path) -> Vec<String> {
         }
     }
     for n in names(root) {
-        if n.starts_with(".current-") {
+        if n.starts_with(".current-") || n.starts_with(".tmp-") {
             out.push(n);
         }
     }
