@@ -104,6 +104,28 @@ impl ChunkStore {
 
     /// Every chunk hash in the store.
     pub fn list(&self) -> Result<Vec<Hash>> {
+        Ok(self.files()?.into_iter().filter_map(|(_, h)| h).collect())
+    }
+
+    /// Deletes every chunk not in `keep` and every leftover temporary file.
+    /// Returns (chunks removed, bytes freed).
+    pub fn retain(&self, keep: &HashSet<Hash>) -> Result<(u64, u64)> {
+        let (mut n, mut bytes) = (0, 0);
+        for (path, hash) in self.files()? {
+            if hash.is_some_and(|h| keep.contains(&h)) {
+                continue;
+            }
+            let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path).at(&path)?;
+            n += 1;
+            bytes += len;
+        }
+        Ok((n, bytes))
+    }
+
+    /// Every file under `chunks/`, with the hash its name stands for (None for
+    /// temporary files and strays).
+    fn files(&self) -> Result<Vec<(PathBuf, Option<Hash>)>> {
         let mut out = Vec::new();
         let top = self.dir.join("chunks");
         for sub in fs::read_dir(&top).at(&top)? {
@@ -112,41 +134,12 @@ impl ChunkStore {
                 continue;
             }
             for f in fs::read_dir(&sub).at(&sub)? {
-                let name = f.at(&sub)?.file_name();
-                if let Some(h) = name.to_str().and_then(|s| s.parse().ok()) {
-                    out.push(h);
-                }
+                let f = f.at(&sub)?;
+                let hash = f.file_name().to_str().and_then(|s| s.parse().ok());
+                out.push((f.path(), hash));
             }
         }
         Ok(out)
-    }
-
-    /// Deletes every chunk not in `keep` and every leftover temporary file.
-    /// Returns (chunks removed, bytes freed).
-    pub fn retain(&self, keep: &HashSet<Hash>) -> Result<(u64, u64)> {
-        let (mut n, mut bytes) = (0, 0);
-        let top = self.dir.join("chunks");
-        for sub in fs::read_dir(&top).at(&top)? {
-            let sub = sub.at(&top)?.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(&sub).at(&sub)? {
-                let f = f.at(&sub)?;
-                let name = f.file_name();
-                let keep_it = name
-                    .to_str()
-                    .and_then(|s| s.parse::<Hash>().ok())
-                    .is_some_and(|h| keep.contains(&h));
-                if !keep_it {
-                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    fs::remove_file(f.path()).at(f.path())?;
-                    n += 1;
-                    bytes += len;
-                }
-            }
-        }
-        Ok((n, bytes))
     }
 }
 

@@ -139,3 +139,12 @@ fn raise_one(
         );
     }
 }
+
+/// The address an endpoint is bound to (the port the OS chose when `configured`
+/// asked for port 0).
+pub fn local_addr(ep: &quinn::Endpoint, configured: SocketAddr) -> Result<SocketAddr, NetError> {
+    ep.local_addr().map_err(|cause| NetError::Socket {
+        addr: configured,
+        cause,
+    })
+}

@@ -52,12 +52,7 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
     let rtt = Duration::from_millis(cfg.path_rtt_ms);
     let tuning = Tuning::for_path(cfg.path_bandwidth, rtt);
     let endpoint = shoal_net::endpoint(&identity, cfg.listen, &tuning)?;
-    let listen = endpoint
-        .local_addr()
-        .map_err(|source| shoal_net::NetError::Socket {
-            addr: cfg.listen,
-            cause: source,
-        })?;
+    let listen = shoal_net::local_addr(&endpoint, cfg.listen)?;
     let swarm = shoal_swarm::Config {
         window: window_for(cfg.path_bandwidth, rtt, 32 << 10),
         seed: shoal_swarm::host_key(&cfg.host),

@@ -88,12 +88,7 @@ impl Seed {
         }
         let store = ChunkStore::open(&cfg.store)?;
         let endpoint = shoal_net::endpoint(&identity, cfg.listen, &Tuning::default())?;
-        let listen = endpoint
-            .local_addr()
-            .map_err(|source| shoal_net::NetError::Socket {
-                addr: cfg.listen,
-                cause: source,
-            })?;
+        let listen = shoal_net::local_addr(&endpoint, cfg.listen)?;
         let tracker = Arc::new(Tracker::new(trusted.clone()));
         let opts = NodeOptions {
             host: cfg.host.clone(),
