@@ -51,7 +51,8 @@ pub fn seed(
 ) -> Result<ExitCode> {
     let cfg = SeedConfig::load(config)?;
     runtime()?.block_on(async {
-        let seed = Seed::start(&cfg).await.context("starting the seed")?;
+        let seed = std::sync::Arc::new(Seed::start(&cfg).await.context("starting the seed")?);
+        seed.watch_store();
         if let (Some(dir), Some(tag)) = (dir, tag) {
             let r = seed
                 .publish(&dir, &tag)

@@ -60,8 +60,10 @@ impl Tuning {
             conn_window,
             send_window,
             max_streams,
-            idle_timeout: Duration::from_secs(30).max(rtt.saturating_mul(10)),
-            keep_alive: Duration::from_secs(5),
+            // A host that died without a word (SIGKILL, power) is noticed within
+            // this time, so its chunks stop counting as held nearby.
+            idle_timeout: Duration::from_secs(10).max(rtt.saturating_mul(10)),
+            keep_alive: Duration::from_secs(2),
             socket_buffer: usize::try_from(socket_buffer).unwrap_or(usize::MAX),
         }
     }

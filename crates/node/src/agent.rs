@@ -53,8 +53,12 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
     let tuning = Tuning::for_path(cfg.path_bandwidth, rtt);
     let endpoint = shoal_net::endpoint(&identity, cfg.listen, &tuning)?;
     let listen = shoal_net::local_addr(&endpoint, cfg.listen)?;
+    let window = window_for(cfg.path_bandwidth, rtt, 32 << 10);
     let swarm = shoal_swarm::Config {
-        window: window_for(cfg.path_bandwidth, rtt, 32 << 10),
+        window,
+        // The hosts of a datacenter share the crossing; a quarter of the path's
+        // window each fills the link with a few hosts fetching.
+        cross_window: (window / 4).max(16),
         seed: shoal_swarm::host_key(&cfg.host),
         ..Default::default()
     };
@@ -93,7 +97,6 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
 /// Reports to the tracker and acts on what it says, reconnecting when needed.
 async fn tracker_loop(node: Arc<Node>, cfg: AgentConfig, root: Root, trusted: Vec<TrustedKey>) {
     let poll = Duration::from_millis(cfg.poll_ms.max(50));
-    let mut ticks: u64 = 0;
     loop {
         let tracker = match node.connect(cfg.tracker, &cfg.tracker_host).await {
             Ok(id) => id,
@@ -104,13 +107,12 @@ async fn tracker_loop(node: Arc<Node>, cfg: AgentConfig, root: Root, trusted: Ve
             }
         };
         loop {
-            if let Err(e) = poll_once(&node, tracker, &root, &trusted, ticks).await {
+            if let Err(e) = poll_once(&node, tracker, &root, &trusted).await {
                 tracing::warn!(error = %e, "tracker request failed");
                 if node.peer(tracker).is_none() {
                     break; // the connection is gone: reconnect
                 }
             }
-            ticks += 1;
             tokio::time::sleep(poll).await;
         }
     }
@@ -121,7 +123,6 @@ async fn poll_once(
     tracker: u64,
     root: &Root,
     trusted: &[TrustedKey],
-    ticks: u64,
 ) -> Result<(), AgentError> {
     let status = HostStatus {
         staged: root.installed()?,
@@ -154,13 +155,20 @@ async fn poll_once(
             }
         }
     }
-    // Peers of the releases being fetched: every few polls, and at once for new ones.
-    if ticks.is_multiple_of(3) || node.transfer().is_none() {
+    // Peers of the releases being fetched, every poll: who shares this
+    // datacenter decides who fetches what across it.
+    {
         for id in node.fetching() {
             let reply = node
                 .request(tracker, &Msg::GetPeers { id }, MAX_CONTROL)
                 .await?;
             if let Msg::Peers { peers, .. } = reply {
+                let members = peers
+                    .iter()
+                    .filter(|p| p.dc == node.opts.dc && p.role == Role::Agent)
+                    .map(|p| p.host.clone())
+                    .collect();
+                node.set_members(id, members);
                 for p in peers {
                     // One connection per pair: the host with the larger name dials.
                     if p.host.as_str() >= node.opts.host.as_str() || node.peer_id(&p.host).is_some()

@@ -14,6 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
+/// How long a tracker request may take.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
 /// Answers requests that are not about chunks (the tracker's).
 pub trait Control: Send + Sync {
     /// A host said Hello on a connection.
@@ -210,6 +213,20 @@ impl Node {
         }
         spawn_session(self.clone(), known, tx, rx);
         true
+    }
+
+    /// Tells a release's session which agents share this datacenter.
+    pub fn set_members(&self, id: Hash, hosts: Vec<String>) {
+        let session = self
+            .state
+            .lock()
+            .expect("state lock")
+            .sessions
+            .get(&id)
+            .cloned();
+        if let Some(s) = session {
+            let _ = s.send(SessionEvent::Members(hosts));
+        }
     }
 
     pub(crate) fn session_done(&self, id: Hash) {
@@ -590,20 +607,41 @@ fn bitfield_msg(id: Hash, known: &Known) -> Msg {
 }
 
 impl Node {
-    /// Sends one request on a new stream of peer `id`'s connection and reads the answer.
+    /// Sends one request on a new stream of peer `id`'s connection and reads the
+    /// answer. A peer that does not answer within `REQUEST_DEADLINE` is taken
+    /// for dead: its connection is closed, so callers reconnect at once instead
+    /// of waiting for the idle timeout.
     pub async fn request(&self, id: u64, m: &Msg, limit: usize) -> Result<Msg, NodeError> {
         let peer = self.peer(id).ok_or_else(|| NodeError::Peer {
             host: format!("peer {id}"),
             message: "not connected".into(),
         })?;
-        let (mut send, mut recv) = peer.conn.open_bi().await?;
-        send_msg(&mut send, m).await?;
-        let _ = send.finish();
-        recv_msg(&mut recv, limit)
-            .await?
-            .ok_or_else(|| NodeError::Peer {
-                host: peer.host.clone(),
-                message: format!("closed the stream without answering {}", m.name()),
-            })
+        let exchange = async {
+            let (mut send, mut recv) = peer.conn.open_bi().await?;
+            send_msg(&mut send, m).await?;
+            let _ = send.finish();
+            recv_msg(&mut recv, limit)
+                .await?
+                .ok_or_else(|| NodeError::Peer {
+                    host: peer.host.clone(),
+                    message: format!("closed the stream without answering {}", m.name()),
+                })
+        };
+        match tokio::time::timeout(REQUEST_DEADLINE, exchange).await {
+            Ok(r) => r,
+            Err(_) => {
+                peer.conn.close(3u32.into(), b"no answer");
+                Err(NodeError::Peer {
+                    host: peer.host.clone(),
+                    message: format!("did not answer {} in {REQUEST_DEADLINE:?}", m.name()),
+                })
+            }
+        }
+    }
+
+    /// Closes every connection with a word to the peers, so they notice at once.
+    pub async fn shutdown(&self) {
+        self.endpoint.close(0u32.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }

@@ -40,6 +40,8 @@ pub(crate) enum SessionEvent {
         chunk: u32,
         outcome: Outcome,
     },
+    /// The other agents of this datacenter in the swarm, from the tracker.
+    Members(Vec<String>),
 }
 
 pub(crate) enum Outcome {
@@ -100,6 +102,7 @@ async fn run(
                     }
                     SessionEvent::Bitfield { peer, bits } => swarm.peer_bitfield(peer, |i| bit(&bits, i)),
                     SessionEvent::Have { peer, chunk } => swarm.peer_have(peer, chunk),
+                    SessionEvent::Members(hosts) => swarm.set_members(hosts.iter().map(String::as_str)),
                     SessionEvent::Piece { peer, chunk, outcome } => {
                         tasks.remove(&(peer, chunk));
                         let now = node.now();
@@ -204,14 +207,6 @@ async fn fetch(
     cref: shoal_bundle::manifest::ChunkRef,
     cross: bool,
 ) -> Outcome {
-    let wait = node
-        .down
-        .lock()
-        .expect("bucket lock")
-        .take(node.now(), u64::from(cref.len));
-    if !wait.is_zero() {
-        tokio::time::sleep(wait).await;
-    }
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         send_msg(&mut send, &Msg::Request { id, chunk })
@@ -234,6 +229,12 @@ async fn fetch(
         _ => return Outcome::Failed,
     };
     let n = data.len() as u64;
+    // The cap is charged what actually arrived; the wait holds this request's
+    // slot in the window, which slows the next ones.
+    let wait = node.down.lock().expect("bucket lock").take(node.now(), n);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     node.counters.bytes_down.fetch_add(n, Ordering::Relaxed);
     if cross {
         node.counters

@@ -52,6 +52,7 @@ pub struct ReleaseAd {
 pub struct PeerInfo {
     pub host: String,
     pub dc: String,
+    pub role: Role,
     pub addr: String,
 }
 

@@ -135,6 +135,22 @@ impl Seed {
         Ok(seed)
     }
 
+    /// Keeps announcing what appears in the store: `shoal pack` into a running
+    /// seed's store publishes the release within a second (the manifest is
+    /// written after every chunk, so a manifest means a complete release).
+    pub fn watch_store(self: &Arc<Self>) {
+        let seed = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let Some(seed) = seed.upgrade() else { break };
+                if let Err(e) = seed.announce_stored() {
+                    tracing::warn!(error = %e, "announcing from the store");
+                }
+            }
+        });
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.node.endpoint.local_addr().expect("bound endpoint")
     }
@@ -155,6 +171,7 @@ impl Seed {
                 continue;
             };
             match load_from_store(&self.store, &t, &self.trusted) {
+                Ok(v) if self.node.knows(&v.id) => {}
                 Ok(v) => {
                     self.tracker.announce(v.signed_bytes.clone())?;
                     self.node.add_complete(v);

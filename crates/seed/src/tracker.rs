@@ -117,6 +117,7 @@ impl Tracker {
                     PeerInfo {
                         host: host.clone(),
                         dc: h.dc.clone(),
+                        role: h.role,
                         addr: h.addr.clone().unwrap_or_default(),
                     },
                 )

@@ -4,6 +4,9 @@ use crate::bitset::BitSet;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+/// Timeout rounds in a row after which a peer is treated as gone.
+const UNRESPONSIVE_STRIKES: u32 = 2;
+
 /// Chosen by the driver; unique per connection.
 pub type PeerId = u64;
 pub type ChunkIx = u32;
@@ -18,6 +21,10 @@ pub struct Config {
     pub window: usize,
     /// Requests in flight to a seed (kept lower, so agents serve each other).
     pub seed_window: usize,
+    /// Requests in flight across datacenters, all remote peers together: the
+    /// datacenter's link is one path, and a host that just joined must not put
+    /// the whole release in flight before its neighbours are known.
+    pub cross_window: usize,
     /// A request older than this is cancelled and the peer's window halved.
     pub request_timeout: Duration,
     /// How long to wait for the host a chunk is assigned to before fetching it
@@ -35,6 +42,7 @@ impl Default for Config {
             locality: true,
             window: 16,
             seed_window: 8,
+            cross_window: 16,
             request_timeout: Duration::from_secs(10),
             cross_dc_patience: Duration::from_secs(3),
             endgame_duplicates: 1,
@@ -87,6 +95,10 @@ struct Peer {
     /// No chunk was eligible from this peer at the last look; skip it until
     /// something changes.
     idle: bool,
+    /// When it last showed progress (joined, announced a chunk, delivered one).
+    progress_at: Duration,
+    /// Ticks in a row in which its requests timed out without a delivery.
+    strikes: u32,
 }
 
 pub struct Swarm {
@@ -101,8 +113,19 @@ pub struct Swarm {
     /// Holders among live peers, and among those in this datacenter.
     avail: Vec<u32>,
     avail_local: Vec<u32>,
-    /// When a chunk was first seen waiting for its assigned host.
-    waiting_since: HashMap<ChunkIx, Duration>,
+    /// The driver's clock at the last event, for peers' progress times.
+    now: Duration,
+    /// Agents of this datacenter in the swarm (from the tracker), connected or
+    /// not, with when they were first listed: crossing work is assigned over
+    /// all of them, so hosts agree before every connection is up.
+    members: HashMap<u64, Duration>,
+    /// Whether the member list arrived; until then (for at most the patience,
+    /// from `born`) nothing is fetched across, as everything would look
+    /// assigned to this host.
+    members_known: bool,
+    born: Option<Duration>,
+    /// Requests in flight to peers in other datacenters.
+    cross_inflight: usize,
     /// Missing chunks not in flight, in random order (rebuilt when stale).
     want: Vec<ChunkIx>,
     want_stale: bool,
@@ -149,7 +172,11 @@ impl Swarm {
             peers: BTreeMap::new(),
             avail: vec![0; n],
             avail_local: vec![0; n],
-            waiting_since: HashMap::new(),
+            now: Duration::ZERO,
+            members: HashMap::new(),
+            members_known: false,
+            born: None,
+            cross_inflight: 0,
             want: Vec::new(),
             want_stale: true,
             actions: VecDeque::new(),
@@ -207,12 +234,29 @@ impl Swarm {
                 },
                 banned: false,
                 idle: false,
+                progress_at: self.now,
+                strikes: 0,
             },
         );
         // A new host in this datacenter changes who each chunk is assigned to.
         if local {
             self.wake_all();
         }
+    }
+
+    /// The other agents of this datacenter in this swarm, as the tracker lists
+    /// them (seeds excluded).
+    pub fn set_members<'a>(&mut self, hosts: impl IntoIterator<Item = &'a str>) {
+        let now = self.now;
+        self.members_known = true;
+        let old = std::mem::take(&mut self.members);
+        for h in hosts {
+            let k = host_key(h);
+            if k != self.my_key {
+                self.members.insert(k, old.get(&k).copied().unwrap_or(now));
+            }
+        }
+        self.wake_all();
     }
 
     /// A peer's full set of chunks (sent once, when the swarm opens).
@@ -233,6 +277,7 @@ impl Swarm {
             return;
         }
         p.idle = false;
+        p.progress_at = self.now;
         let local = p.local;
         self.avail[chunk as usize] += 1;
         if local {
@@ -255,7 +300,8 @@ impl Swarm {
 
     /// A piece arrived from `peer` and the driver checked it: `good` means it
     /// hashed to its name and is stored.
-    pub fn on_piece(&mut self, _now: Duration, peer: PeerId, chunk: ChunkIx, good: bool) {
+    pub fn on_piece(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx, good: bool) {
+        self.now = self.now.max(now);
         self.end_request(peer, chunk);
         if !good {
             self.stats.pieces_bad += 1;
@@ -266,6 +312,10 @@ impl Swarm {
             return;
         }
         let len = u64::from(self.lens[chunk as usize]);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.strikes = 0;
+            p.progress_at = now;
+        }
         let local = self.peers.get(&peer).is_none_or(|p| p.local);
         if !self.have.set(chunk as usize) {
             self.stats.duplicates += 1;
@@ -276,13 +326,15 @@ impl Swarm {
             self.stats.bytes_in_cross_dc += len;
         }
         self.missing -= 1;
-        self.waiting_since.remove(&chunk);
         // Endgame duplicates still out for this chunk are no longer needed.
         if let Some(others) = self.inflight.remove(&chunk) {
             for (p, _) in others {
                 if let Some(pp) = self.peers.get_mut(&p) {
                     pp.inflight -= 1;
                     pp.idle = false;
+                    if !pp.local {
+                        self.cross_inflight -= 1;
+                    }
                 }
                 self.actions.push_back(Action::Cancel { peer: p, chunk });
             }
@@ -328,6 +380,7 @@ impl Swarm {
 
     /// Time passed: time out stale requests, then issue new ones.
     pub fn tick(&mut self, now: Duration) {
+        self.now = self.now.max(now);
         let timeout = self.cfg.request_timeout;
         let mut expired = Vec::new();
         for (&chunk, reqs) in &self.inflight {
@@ -344,16 +397,20 @@ impl Swarm {
             slow.insert(peer);
             self.actions.push_back(Action::Cancel { peer, chunk });
         }
-        // Halve once per tick, however many of its requests expired together.
+        // Halve once per tick, however many of its requests expired together. A
+        // peer that keeps timing out is treated as gone (it may have died
+        // without a word): its chunks no longer hold back fetching elsewhere.
         for peer in slow {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.window = (p.window / 2).max(1);
+                p.strikes += 1;
+                if p.strikes >= UNRESPONSIVE_STRIKES {
+                    self.remove_peer(peer);
+                }
             }
         }
-        // Patience may have run out for chunks waiting on their assigned host.
-        if !self.waiting_since.is_empty() {
-            self.wake_all();
-        }
+        // Patience may have run out for chunks waiting on a stalled assignee.
+        self.wake_all();
         self.schedule(now);
     }
 
@@ -382,6 +439,9 @@ impl Swarm {
         order.sort_unstable();
         for (.., id) in order {
             while self.peers[&id].inflight < self.peers[&id].window {
+                if !self.peers[&id].local && self.cross_inflight >= self.cfg.cross_window {
+                    break;
+                }
                 let Some(chunk) = self.pick(now, id) else {
                     self.peers.get_mut(&id).expect("listed").idle = true;
                     break;
@@ -393,7 +453,11 @@ impl Swarm {
 
     fn send_request(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
         self.inflight.entry(chunk).or_default().push((peer, now));
-        self.peers.get_mut(&peer).expect("known peer").inflight += 1;
+        let p = self.peers.get_mut(&peer).expect("known peer");
+        p.inflight += 1;
+        if !p.local {
+            self.cross_inflight += 1;
+        }
         self.stats.requests += 1;
         self.actions.push_back(Action::Request { peer, chunk });
     }
@@ -466,20 +530,45 @@ impl Swarm {
         if self.avail_local[chunk as usize] > 0 {
             return false;
         }
-        if self.assigned_to_me(chunk) {
-            return true;
+        let born = *self.born.get_or_insert(now);
+        if !self.members_known && now.saturating_sub(born) < self.cfg.cross_dc_patience {
+            return false;
         }
-        let since = *self.waiting_since.entry(chunk).or_insert(now);
-        now.saturating_sub(since) >= self.cfg.cross_dc_patience
+        match self.assignee(chunk) {
+            None => true,
+            // Wait for the assigned host while it shows progress; one that went
+            // quiet for the patience (dead, stuck, cut off) is not waited for.
+            Some(progress_at) => now.saturating_sub(progress_at) >= self.cfg.cross_dc_patience,
+        }
     }
 
-    /// Rendezvous hashing over this datacenter's hosts (self and live local peers).
-    fn assigned_to_me(&self, chunk: ChunkIx) -> bool {
+    /// Which host of this datacenter fetches `chunk` across the boundary, by
+    /// rendezvous hashing over the own host, the listed members and the
+    /// connected local agents. None: this host; otherwise when the assignee
+    /// last showed progress (for a member not connected yet, when it was listed).
+    fn assignee(&self, chunk: ChunkIx) -> Option<Duration> {
         let mine = score(self.my_key, chunk);
-        self.peers
+        let local_agents = self
+            .peers
             .values()
             .filter(|p| p.local && !p.banned && !p.seed)
-            .all(|p| score(p.key, chunk) < mine)
+            .map(|p| p.key);
+        let key = local_agents
+            .chain(self.members.keys().copied())
+            .filter(|&k| score(k, chunk) > mine)
+            .max_by_key(|&k| score(k, chunk))?;
+        // A connected peer's own progress wins over its listing time.
+        let progress = self
+            .peers
+            .values()
+            .filter(|p| p.key == key && !p.banned)
+            .map(|p| p.progress_at)
+            .max();
+        Some(
+            progress
+                .or_else(|| self.members.get(&key).copied())
+                .unwrap_or(self.now),
+        )
     }
 
     fn rebuild_want(&mut self) {
@@ -505,6 +594,9 @@ impl Swarm {
         {
             p.inflight -= 1;
             p.idle = false;
+            if !p.local {
+                self.cross_inflight -= 1;
+            }
         }
         if reqs.is_empty() {
             self.inflight.remove(&chunk);

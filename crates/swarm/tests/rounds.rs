@@ -46,6 +46,11 @@ impl Net {
                 }
             }
             s.peer_bitfield(0, |_| true);
+            let members: Vec<String> = (1..n)
+                .filter(|&j| j != i && dc_of[j] == dc_of[i])
+                .map(host)
+                .collect();
+            s.set_members(members.iter().map(String::as_str));
             swarms.push(Some(s));
         }
         Net {
@@ -221,6 +226,7 @@ fn a_restarted_host_fetches_only_what_it_lacks() {
         have.set(i);
     }
     let mut s = Swarm::new(Config::default(), "me", vec![1000; chunks], have);
+    s.set_members([]);
     s.add_peer(1, "seed", true, true);
     s.peer_bitfield(1, |_| true);
     let mut asked = Vec::new();
@@ -270,4 +276,87 @@ fn timeouts_cancel_and_shrink_the_window() {
     assert_eq!(cancels, 4);
     assert_eq!(again, 2, "window halves after a timeout");
     assert_eq!(s.stats.timeouts, 4);
+}
+
+/// The chunks a swarm asks of peer 9 (the one in another datacenter) at `now`.
+/// Requests to local peers are answered at once when `answer_local`.
+fn remote_requests_with(s: &mut Swarm, now: Duration, answer_local: bool) -> Vec<u32> {
+    s.tick(now);
+    let actions: Vec<Action> = std::iter::from_fn(|| s.poll_action()).collect();
+    let mut remote = Vec::new();
+    for a in actions {
+        match a {
+            Action::Request { peer: 9, chunk } => remote.push(chunk),
+            Action::Request { peer, chunk } if answer_local => s.on_piece(now, peer, chunk, true),
+            _ => {}
+        }
+    }
+    remote
+}
+
+fn remote_requests(s: &mut Swarm, now: Duration) -> Vec<u32> {
+    remote_requests_with(s, now, true)
+}
+
+#[test]
+fn waits_for_a_progressing_assignee_but_not_a_silent_one() {
+    let chunks = 64;
+    let cfg = Config {
+        window: 64,
+        cross_dc_patience: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
+    s.add_peer(1, "neighbour", true, false); // same datacenter, holds nothing yet
+    s.set_members(["neighbour"]);
+    s.add_peer(9, "far", false, false); // another datacenter, holds everything
+    s.peer_bitfield(9, |_| true);
+    let mine = remote_requests(&mut s, Duration::ZERO);
+    assert!(
+        !mine.is_empty() && mine.len() < chunks,
+        "rendezvous splits the work: {}",
+        mine.len()
+    );
+    for &c in &mine {
+        s.on_piece(Duration::ZERO, 9, c, true);
+    }
+    // The neighbour keeps announcing chunks: even long past the patience, its
+    // share is not fetched across a second time.
+    let theirs: Vec<u32> = (0..chunks as u32).filter(|c| !mine.contains(c)).collect();
+    for (k, &c) in theirs.iter().take(theirs.len() / 2).enumerate() {
+        let t = Duration::from_secs(1 + k as u64);
+        s.peer_have(1, c);
+        let r = remote_requests(&mut s, t);
+        assert!(
+            r.is_empty(),
+            "fetched {r:?} across at {t:?} while the assignee progressed (k={k})"
+        );
+    }
+    // It goes quiet: after the patience, the rest comes across from here.
+    let quiet_from = Duration::from_secs(1 + (theirs.len() / 2) as u64);
+    assert!(remote_requests(&mut s, quiet_from + Duration::from_secs(1)).is_empty());
+    let late = remote_requests(&mut s, quiet_from + Duration::from_secs(4));
+    assert_eq!(late.len(), theirs.len() - theirs.len() / 2);
+}
+
+#[test]
+fn a_peer_that_keeps_timing_out_stops_blocking() {
+    let cfg = Config {
+        window: 4,
+        request_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let mut s = Swarm::new(cfg, "me", vec![1000; 4], BitSet::new(4));
+    s.add_peer(1, "dead-local-seed", true, true);
+    s.set_members([]);
+    s.peer_bitfield(1, |_| true);
+    s.add_peer(9, "far", false, false);
+    s.peer_bitfield(9, |_| true);
+    // Everything goes to the local holder, which never answers.
+    assert!(remote_requests_with(&mut s, Duration::ZERO, false).is_empty());
+    assert!(remote_requests_with(&mut s, Duration::from_secs(2), false).is_empty());
+    // The second round of timeouts drops it: the far peer is asked now.
+    let far = remote_requests_with(&mut s, Duration::from_secs(4), false);
+    assert_eq!(far.len(), 4, "{far:?}");
+    assert_eq!(s.peer_count(), 1);
 }
