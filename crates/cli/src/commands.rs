@@ -25,7 +25,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo { dir } => demo::run(dir.as_deref(), json),
         Command::Cluster { command } => crate::fleet::cluster(command, json),
-        Command::Seed { dir, tag, config } => crate::fleet::seed(dir, tag, &config, json),
+        Command::Seed {
+            dir, tag, config, ..
+        } => crate::fleet::seed(dir, tag, &config, json),
         Command::Agent { config } => crate::fleet::agent(&config),
         Command::Status {
             tracker,

@@ -53,11 +53,16 @@ enum Command {
         command: ClusterCommand,
     },
     /// Run the deploy host: the tracker, and a seed serving every release in its
-    /// store. With DIR and --tag, pack and announce that release first.
+    /// store (and any packed into it later). With DIR and --tag, pack and
+    /// announce that release first; with --serve, only serve.
     Seed {
+        #[arg(required_unless_present = "serve", requires = "tag")]
         dir: Option<PathBuf>,
         #[arg(long, requires = "dir")]
         tag: Option<String>,
+        /// Serve the releases in the store without packing a new one.
+        #[arg(long, conflicts_with = "dir")]
+        serve: bool,
         #[arg(long)]
         config: PathBuf,
     },

@@ -326,8 +326,9 @@ impl Lab {
     pub fn start_seed(&self, config: &str, tag: Option<&str>) -> (Proc, Option<Value>) {
         let cfg = self.path(config);
         let mut args: Vec<&OsStr> = vec![OsStr::new("seed")];
-        if let Some(tag) = tag {
-            args.extend([self.tree.as_os_str(), "--tag".as_ref(), tag.as_ref()]);
+        match tag {
+            Some(tag) => args.extend([self.tree.as_os_str(), "--tag".as_ref(), tag.as_ref()]),
+            None => args.push("--serve".as_ref()),
         }
         args.extend([OsStr::new("--config"), cfg.as_os_str(), "--json".as_ref()]);
         let seed = Proc::spawn(config.trim_end_matches(".toml"), self.dir.path(), &args);
