@@ -15,8 +15,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Files at least this large are memory-mapped and hashed on several cores.
-const MMAP_FROM: u64 = 256 << 10;
+/// Files at least this large are hashed on several cores, a block at a time.
+const PARALLEL_FROM: u64 = 256 << 10;
+/// Read size for large files: enough for BLAKE3's multi-threading to pay off,
+/// small enough that memory stays flat whatever the file size (no mmap, whose
+/// touched pages would count against the process).
+const BLOCK: usize = 1 << 20;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AuditReport {
@@ -159,15 +163,38 @@ fn kind_name(k: &EntryKind) -> &'static str {
     }
 }
 
-/// BLAKE3 of a file: large files are mapped and hashed on several cores.
+/// BLAKE3 of a file; large ones are read in blocks and hashed on several cores.
+/// `size` is a hint (0 when unknown).
 pub fn hash_file(path: &Path, size: u64) -> Result<Hash> {
-    if size >= MMAP_FROM {
-        let mut h = blake3::Hasher::new();
-        h.update_mmap_rayon(path).at(path)?;
-        Ok(h.finalize().into())
+    use std::io::Read;
+    let mut f = fs::File::open(path).at(path)?;
+    let size = if size == 0 {
+        f.metadata().at(path)?.len()
     } else {
-        Ok(Hash::of(&fs::read(path).at(path)?))
+        size
+    };
+    if size < PARALLEL_FROM {
+        let mut buf = Vec::with_capacity(size as usize);
+        f.read_to_end(&mut buf).at(path)?;
+        return Ok(Hash::of(&buf));
     }
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![0u8; BLOCK];
+    loop {
+        let mut filled = 0;
+        while filled < BLOCK {
+            let n = f.read(&mut buf[filled..]).at(path)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        h.update_rayon(&buf[..filled]);
+    }
+    Ok(h.finalize().into())
 }
 
 fn walk(dir: &Path, prefix: &str, out: &mut HashMap<String, Seen>) -> Result<()> {
@@ -207,7 +234,7 @@ mod tests {
     #[test]
     fn finds_modified_missing_and_extra() {
         let env = Env::new();
-        let big = "x".repeat(300 << 10); // above MMAP_FROM
+        let big = "x".repeat(300 << 10); // above PARALLEL_FROM
         env.release(
             "v1",
             &[
