@@ -61,6 +61,7 @@ fn main() -> Result<()> {
         .tempdir_in(&parent)
         .with_context(|| format!("creating a work directory in {}", parent.display()))?;
 
+    let generated = given.is_none();
     let src = match given {
         Some(p) => p,
         None => {
@@ -142,7 +143,9 @@ fn main() -> Result<()> {
         "bytes": bytes,
         "seconds": (median.as_secs_f64() * 1e4).round() / 1e4,
         "rounds_mb_s": secs.iter().map(|d| round1(mb_s(bytes, *d))).collect::<Vec<_>>(),
-        "file": src,
+        // The generated file is gone with the work directory: name it only when given.
+        "file": if generated { None } else { Some(&src) },
+        "generated": generated,
     });
     println!("{line}");
     Ok(())

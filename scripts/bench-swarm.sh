@@ -91,9 +91,9 @@ QCOPY=$(cargo bench --bench quic_copy --no-run --message-format=json 2>/dev/null
 # --- work directory, processes, cleanup ------------------------------------------
 PARENT=${SHOAL_BENCH_TMP:-/var/tmp}
 mkdir -p "$PARENT"
-# bench tree, its tar, seed store, bundle (~1.6 GB); per round an agent root and an
-# rsync copy (~1.3 GB); the memory run: tree, store and agent root (~3 GB).
-NEED_MB=$(( 1700 + 1400 * ROUNDS + 3200 * MEMORY ))
+# bench tree, its tar, seed store, bundle (~1.6 GB); per round an agent root, an rsync
+# copy and a local install (~1.9 GB); the memory run: tree, store and agent root (~3 GB).
+NEED_MB=$(( 1700 + 1900 * ROUNDS + 3200 * MEMORY ))
 [ "$QUICK" -eq 1 ] && NEED_MB=500
 AVAIL_MB=$(( $(df -Pk "$PARENT" | awk 'NR==2{print $4}') / 1024 ))
 [ "$AVAIL_MB" -ge "$NEED_MB" ] || die "$PARENT has $AVAIL_MB MB free; this run needs about $NEED_MB MB"
@@ -123,6 +123,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# Run copies, so that a rebuild in the checkout during the run changes nothing.
+mkdir "$W/bin"
+cp "$SHOAL" "$W/bin/shoal"
+cp "$QCOPY" "$W/bin/quic_copy"
+SHOAL=$W/bin/shoal
+QCOPY=$W/bin/quic_copy
 
 # free_port u|t: sets PORT to a free loopback port (UDP for QUIC, TCP for rsync).
 free_port() {

@@ -26,10 +26,12 @@ const CONTEXT: &[u8] = b"shoal release manifest v1\0";
 pub struct SignedManifest {
     pub version: u32,
     /// The canonical manifest encoding; its BLAKE3 is the release id.
+    #[serde(with = "serde_bytes")]
     pub manifest: Vec<u8>,
     /// The public key that signed (must be one the reader trusts).
     pub key: [u8; 32],
     /// 64 signature bytes (serde has no 64-byte arrays).
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 

@@ -56,6 +56,10 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
     let window = window_for(cfg.path_bandwidth, rtt, 32 << 10);
     let swarm = shoal_swarm::Config {
         window,
+        // A seed is often the only source at first: a fixed small window would
+        // cap every agent at a few MB/s on a long path, a full one would make
+        // agents lean on the seed instead of on each other.
+        seed_window: (window / 4).max(8),
         // The hosts of a datacenter share the crossing; a quarter of the path's
         // window each fills the link with a few hosts fetching.
         cross_window: (window / 4).max(16),
@@ -90,12 +94,52 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
             Err(e) => tracing::warn!(%tag, error = %e, "not serving an installed release"),
         }
     }
-    tokio::spawn(tracker_loop(node.clone(), cfg, root, trusted));
+    let book = Arc::new(AddressBook::default());
+    tokio::spawn(redial_loop(node.clone(), book.clone(), cfg.poll_ms));
+    tokio::spawn(tracker_loop(node.clone(), cfg, root, trusted, book));
     Ok(node)
 }
 
+/// Peers' addresses as the tracker last listed them, so lost connections are
+/// redialled even while the tracker is down.
+#[derive(Default)]
+struct AddressBook(std::sync::Mutex<std::collections::BTreeMap<String, std::net::SocketAddr>>);
+
+/// While a release is being fetched, dials every known peer not connected.
+async fn redial_loop(node: Arc<Node>, book: Arc<AddressBook>, poll_ms: u64) {
+    let poll = Duration::from_millis(poll_ms.max(50));
+    loop {
+        tokio::time::sleep(poll).await;
+        if node.fetching().is_empty() {
+            continue;
+        }
+        let peers: Vec<(String, std::net::SocketAddr)> = book
+            .0
+            .lock()
+            .expect("book lock")
+            .iter()
+            .filter(|(host, _)| node.peer_id(host).is_none())
+            .map(|(h, a)| (h.clone(), *a))
+            .collect();
+        for (host, addr) in peers {
+            let node = node.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.connect(addr, &host).await {
+                    tracing::debug!(peer = %host, error = %e, "cannot reach peer");
+                }
+            });
+        }
+    }
+}
+
 /// Reports to the tracker and acts on what it says, reconnecting when needed.
-async fn tracker_loop(node: Arc<Node>, cfg: AgentConfig, root: Root, trusted: Vec<TrustedKey>) {
+async fn tracker_loop(
+    node: Arc<Node>,
+    cfg: AgentConfig,
+    root: Root,
+    trusted: Vec<TrustedKey>,
+    book: Arc<AddressBook>,
+) {
     let poll = Duration::from_millis(cfg.poll_ms.max(50));
     loop {
         let tracker = match node.connect(cfg.tracker, &cfg.tracker_host).await {
@@ -107,7 +151,7 @@ async fn tracker_loop(node: Arc<Node>, cfg: AgentConfig, root: Root, trusted: Ve
             }
         };
         loop {
-            if let Err(e) = poll_once(&node, tracker, &root, &trusted).await {
+            if let Err(e) = poll_once(&node, tracker, &root, &trusted, &book).await {
                 tracing::warn!(error = %e, "tracker request failed");
                 if node.peer(tracker).is_none() {
                     break; // the connection is gone: reconnect
@@ -123,6 +167,7 @@ async fn poll_once(
     tracker: u64,
     root: &Root,
     trusted: &[TrustedKey],
+    book: &AddressBook,
 ) -> Result<(), AgentError> {
     let status = HostStatus {
         staged: root.installed()?,
@@ -169,19 +214,15 @@ async fn poll_once(
                     .map(|p| p.host.clone())
                     .collect();
                 node.set_members(id, members);
+                // Fetching hosts dial every peer they lack (`redial_loop`);
+                // hosts that finished are dialled by those still fetching.
+                let mut book = book.0.lock().expect("book lock");
                 for p in peers {
-                    // One connection per pair: the host with the larger name dials.
-                    if p.host.as_str() >= node.opts.host.as_str() || node.peer_id(&p.host).is_some()
+                    if p.host != node.opts.host
+                        && let Ok(addr) = p.addr.parse()
                     {
-                        continue;
+                        book.insert(p.host, addr);
                     }
-                    let Ok(addr) = p.addr.parse() else { continue };
-                    let node = node.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = node.connect(addr, &p.host).await {
-                            tracing::debug!(peer = %p.host, error = %e, "cannot reach peer");
-                        }
-                    });
                 }
             }
         }

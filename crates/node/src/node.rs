@@ -530,14 +530,20 @@ impl Node {
     }
 
     /// One request stream: a chunk, or a request for the control handler.
+    /// Err only for a protocol violation (which closes the connection); a peer
+    /// that cancels a request by stopping or resetting its stream ends just that
+    /// request.
     async fn serve(
         &self,
         from: &Hello,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) -> Result<(), NodeError> {
-        let Some(msg) = recv_msg(&mut recv, MAX_CONTROL).await? else {
-            return Ok(());
+        let msg = match recv_msg(&mut recv, MAX_CONTROL).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(NetError::Proto(e)) => return Err(e.into()),
+            Err(_) => return Ok(()),
         };
         let reply = match msg {
             Msg::Request { id, chunk } => self.piece(id, chunk).await,
@@ -551,7 +557,9 @@ impl Node {
                 }
             },
         };
-        send_msg(&mut send, &reply).await?;
+        if send_msg(&mut send, &reply).await.is_err() {
+            return Ok(()); // cancelled, or the connection is gone
+        }
         let _ = send.finish();
         // Wait until the peer has the bytes (or goes away) before dropping the stream.
         let _ = send.stopped().await;
