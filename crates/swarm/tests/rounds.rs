@@ -303,6 +303,7 @@ fn waits_for_a_progressing_assignee_but_not_a_silent_one() {
     let chunks = 64;
     let cfg = Config {
         window: 64,
+        cross_window: 64, // this host's whole share goes out in the first round
         cross_dc_patience: Duration::from_secs(3),
         ..Config::default()
     };
