@@ -215,16 +215,19 @@ impl Node {
         true
     }
 
-    /// Tells a release's session which agents share this datacenter.
-    pub fn set_members(&self, id: Hash, hosts: Vec<String>) {
-        let session = self
-            .state
+    /// The channel into a release's session, if it is being fetched.
+    fn session(&self, id: &Hash) -> Option<mpsc::UnboundedSender<SessionEvent>> {
+        self.state
             .lock()
             .expect("state lock")
             .sessions
-            .get(&id)
-            .cloned();
-        if let Some(s) = session {
+            .get(id)
+            .cloned()
+    }
+
+    /// Tells a release's session which agents share this datacenter.
+    pub fn set_members(&self, id: Hash, hosts: Vec<String>) {
+        if let Some(s) = self.session(&id) {
             let _ = s.send(SessionEvent::Members(hosts));
         }
     }
@@ -513,14 +516,7 @@ impl Node {
                 Ok(())
             }
             Msg::Have { id, chunk } => {
-                let session = self
-                    .state
-                    .lock()
-                    .expect("state lock")
-                    .sessions
-                    .get(&id)
-                    .cloned();
-                if let Some(s) = session {
+                if let Some(s) = self.session(&id) {
                     let _ = s.send(SessionEvent::Have { peer: pid, chunk });
                 }
                 Ok(())
