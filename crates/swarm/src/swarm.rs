@@ -188,9 +188,6 @@ impl Swarm {
         s
     }
 
-    pub fn chunks(&self) -> usize {
-        self.lens.len()
-    }
     pub fn have(&self) -> &BitSet {
         &self.have
     }
