@@ -1,0 +1,21 @@
+//! netsim: simulated datacenters carrying real QUIC packets.
+//!
+//! Each simulated host gets a quinn endpoint over [`socket::SimSocket`], a UDP
+//! socket whose datagrams travel through [`net::Network`]: host uplinks and
+//! downlinks, each datacenter's WAN links in and out, per-path latency, jitter
+//! and loss, with drop-tail queues. The real seed, tracker, agent and swarm code
+//! runs unchanged on top, in one process and in wall-clock time (quinn reads the
+//! real clock), so every run also reports how busy the CPU was: a saturated CPU
+//! makes the network model lie.
+//!
+//! - [`topology`]: the TOML topologies under `netsim/topologies/`.
+//! - [`bound`]: the lower bound T_lb of DESIGN.md, from a topology.
+//! - [`net`], [`socket`]: the packet-level network model.
+//! - [`report`], [`chart`]: the table, JSON and SVG of a run.
+
+pub mod bound;
+pub mod chart;
+pub mod net;
+pub mod report;
+pub mod socket;
+pub mod topology;
