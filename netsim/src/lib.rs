@@ -11,11 +11,21 @@
 //! - [`topology`]: the TOML topologies under `netsim/topologies/`.
 //! - [`bound`]: the lower bound T_lb of DESIGN.md, from a topology.
 //! - [`net`], [`socket`]: the packet-level network model.
+//! - [`strategy`]: shoal and the usual alternatives, on the same code.
+//! - [`prepare`], [`run`]: certificates, trees and bundles; the runner.
 //! - [`report`], [`chart`]: the table, JSON and SVG of a run.
 
 pub mod bound;
 pub mod chart;
+pub mod cpu;
+mod error;
 pub mod net;
+pub mod prepare;
 pub mod report;
+pub mod run;
 pub mod socket;
+pub mod strategy;
+pub mod summary;
 pub mod topology;
+
+pub use error::RunError;

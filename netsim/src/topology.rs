@@ -211,7 +211,7 @@ impl Topology {
             ("host_queue_ms", n.host_queue_ms),
             ("wan_queue_ms", n.wan_queue_ms),
         ] {
-            if !(v.is_finite() && v >= 0.0 && v < 10_000.0) {
+            if !(v.is_finite() && (0.0..10_000.0).contains(&v)) {
                 return Err(bad(format!("{what} = {v}: must be between 0 and 10000")));
             }
         }
@@ -233,7 +233,10 @@ impl Topology {
         let mut dcs = Vec::new();
         for d in &f.dc {
             if d.name.is_empty() || dcs.iter().any(|x: &Dc| x.name == d.name) {
-                return Err(bad(format!("datacenter name {:?} empty or repeated", d.name)));
+                return Err(bad(format!(
+                    "datacenter name {:?} empty or repeated",
+                    d.name
+                )));
             }
             if d.hosts > 60_000 {
                 return Err(bad(format!("{}: more than 60000 hosts", d.name)));
@@ -279,7 +282,7 @@ impl Topology {
         }
         for p in &f.path {
             let (a, b) = (dc_ix(&p.a)?, dc_ix(&p.b)?);
-            if !(p.one_way_ms.is_finite() && p.one_way_ms >= 0.0 && p.one_way_ms < 10_000.0) {
+            if !(p.one_way_ms.is_finite() && (0.0..10_000.0).contains(&p.one_way_ms)) {
                 return Err(bad(format!("path {}-{}: bad one_way_ms", p.a, p.b)));
             }
             inter[a][b] = ms(p.one_way_ms);
@@ -321,7 +324,13 @@ impl Topology {
 
     /// The highest round-trip time between two hosts (for sizing windows).
     pub fn max_rtt(&self) -> Duration {
-        self.inter.iter().flatten().max().copied().unwrap_or_default() * 2
+        self.inter
+            .iter()
+            .flatten()
+            .max()
+            .copied()
+            .unwrap_or_default()
+            * 2
     }
 }
 
@@ -355,9 +364,18 @@ mod tests {
         let good = include_str!("../topologies/demo.toml");
         let cases = [
             (good.replace("mtu = 1452", "mtu = 500"), "mtu"),
-            (good.replace("loss_inter = 0.0001", "loss_inter = 0.9"), "loss_inter"),
-            (good.replacen("dc = \"dc1\"", "dc = \"nowhere\"", 1), "unknown datacenter"),
-            (good.replacen("wan_in_mbit = 200", "wan_in_mbit = -1", 1), "wan_in_mbit"),
+            (
+                good.replace("loss_inter = 0.0001", "loss_inter = 0.9"),
+                "loss_inter",
+            ),
+            (
+                good.replacen("dc = \"dc1\"", "dc = \"nowhere\"", 1),
+                "unknown datacenter",
+            ),
+            (
+                good.replacen("wan_in_mbit = 200", "wan_in_mbit = -1", 1),
+                "wan_in_mbit",
+            ),
             (format!("{good}\nbogus = 1\n"), "bogus"),
         ];
         for (text, want) in cases {

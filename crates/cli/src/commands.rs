@@ -23,7 +23,34 @@ pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     let json = cli.json;
     match cli.command {
-        Command::Demo { dir } => demo::run(dir.as_deref(), json),
+        Command::Demo { dir, local: true } => crate::local_demo::run(dir.as_deref(), json),
+        Command::Demo { dir, local: false } => demo::run(dir.as_deref(), json),
+        Command::Bench {
+            topology,
+            size,
+            tree,
+            delta,
+            strategy,
+            time_limit,
+            chart,
+            workdir,
+            seed,
+            keep,
+        } => crate::bench::run(
+            crate::bench::BenchArgs {
+                topology,
+                size,
+                tree,
+                delta,
+                strategy,
+                time_limit,
+                chart,
+                workdir,
+                seed,
+                keep,
+            },
+            json,
+        ),
         Command::Cluster { command } => crate::fleet::cluster(command, json),
         Command::Seed {
             dir, tag, config, ..

@@ -1,9 +1,11 @@
 //! `shoal`: the command line. Thin: parse arguments, call the libraries, show
 //! progress on a terminal, print a report or one JSON object.
 
+mod bench;
 mod commands;
 mod demo;
 mod fleet;
+mod local_demo;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -26,11 +28,50 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole job on a generated sample release, with a report.
+    /// Run the whole job on a generated sample release over a simulated fleet of
+    /// 3 datacenters x 4 hosts (in this process), with a report.
     Demo {
-        /// Work directory (default: a temporary one, removed afterwards).
+        /// Work directory, kept afterwards (default: a temporary one, removed).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The one-host walk-through instead: pack, install, delta, audit,
+        /// tamper, rollback, gc.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Distribute a release over a simulated fleet with each strategy in turn
+    /// and compare them with the physical limit (T_lb).
+    Bench {
+        /// A topology file, or a shipped one: demo, 3dc-48, 5dc-200, ci.
+        #[arg(long)]
+        topology: String,
+        /// Generate a sample release of this size (e.g. 64MiB; default 64MiB).
+        #[arg(long, conflicts_with = "tree")]
+        size: Option<String>,
+        /// Distribute this directory instead.
+        #[arg(long)]
+        tree: Option<PathBuf>,
+        /// Then distribute a second release that edits this percent of files.
+        #[arg(long)]
+        delta: Option<f64>,
+        /// Comma-separated: shoal, central, fanout, bittorrent, or all.
+        #[arg(long, default_value = "all")]
+        strategy: String,
+        /// Seconds a strategy may take per release before it is reported unfinished.
+        #[arg(long, default_value_t = 600)]
+        time_limit: u64,
+        /// Write an SVG chart of hosts verified over time here.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Work directory (default: a temporary one in /dev/shm, removed afterwards).
+        #[arg(long)]
+        workdir: Option<PathBuf>,
+        /// Seed for loss and jitter.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Keep every simulated host's root in the work directory.
+        #[arg(long)]
+        keep: bool,
     },
     /// Write a deterministic sample release tree (for trying shoal and for benchmarks).
     Sample {

@@ -32,9 +32,27 @@ pub fn window_for(bandwidth: u64, rtt: Duration, chunk: u64) -> usize {
     ((bdp / chunk as f64).ceil() as usize).clamp(8, 128)
 }
 
-/// Starts an agent; it runs until the process ends.
+/// Starts an agent on a UDP socket bound to `cfg.listen`; it runs until the
+/// process (or its tokio runtime) ends.
 pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
     let identity = Identity::load(&cfg.identity)?;
+    let tuning = tuning(&cfg);
+    let endpoint = shoal_net::endpoint(&identity, cfg.listen, &tuning)?;
+    start_on(cfg, identity, endpoint).await
+}
+
+/// The transport tuning for the path the config describes.
+pub fn tuning(cfg: &AgentConfig) -> Tuning {
+    Tuning::for_path(cfg.path_bandwidth, Duration::from_millis(cfg.path_rtt_ms))
+}
+
+/// Starts an agent on an endpoint the caller made (netsim gives each simulated
+/// host one over its simulated network).
+pub async fn start_on(
+    cfg: AgentConfig,
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+) -> Result<Arc<Node>, AgentError> {
     if identity.host != cfg.host {
         return Err(AgentError::WrongIdentity {
             found: identity.host.clone(),
@@ -50,11 +68,10 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
     drop(root.lock()?); // creates the layout and cleans what a crash left
     let store = ChunkStore::open(root.store_dir())?;
     let rtt = Duration::from_millis(cfg.path_rtt_ms);
-    let tuning = Tuning::for_path(cfg.path_bandwidth, rtt);
-    let endpoint = shoal_net::endpoint(&identity, cfg.listen, &tuning)?;
     let listen = shoal_net::local_addr(&endpoint, cfg.listen)?;
     let window = window_for(cfg.path_bandwidth, rtt, 32 << 10);
     let swarm = shoal_swarm::Config {
+        locality: cfg.locality,
         window,
         // A seed is often the only source at first: a fixed small window would
         // cap every agent at a few MB/s on a long path, a full one would make

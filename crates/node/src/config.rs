@@ -48,11 +48,19 @@ pub struct AgentConfig {
     /// How often to report to the tracker and look for new releases.
     #[serde(default = "default_poll")]
     pub poll_ms: u64,
+    /// Prefer peers in the own datacenter and spread the crossing over its hosts.
+    /// Off, every peer is equal and chosen at random (netsim's `bittorrent`
+    /// strategy measures what that costs).
+    #[serde(default = "default_locality")]
+    pub locality: bool,
     /// Fault injection for tests: serve chunks with corrupted bytes.
     #[serde(default)]
     pub fault_corrupt_uploads: bool,
 }
 
+fn default_locality() -> bool {
+    true
+}
 fn default_slots() -> usize {
     16
 }

@@ -108,6 +108,8 @@ pub struct Node {
     epoch: Instant,
     next_peer: AtomicU64,
     pub counters: Counters,
+    /// When each release fetched by this node was installed and verified.
+    installed: tokio::sync::watch::Sender<HashMap<Hash, Instant>>,
 }
 
 impl Node {
@@ -128,6 +130,7 @@ impl Node {
             epoch: Instant::now(),
             next_peer: AtomicU64::new(1),
             counters: Counters::default(),
+            installed: tokio::sync::watch::Sender::new(HashMap::new()),
         });
         let n = node.clone();
         tokio::spawn(async move {
@@ -230,6 +233,27 @@ impl Node {
         if let Some(s) = self.session(&id) {
             let _ = s.send(SessionEvent::Members(hosts));
         }
+    }
+
+    pub(crate) fn mark_installed(&self, id: Hash) {
+        self.installed.send_modify(|m| {
+            m.insert(id, Instant::now());
+        });
+    }
+
+    /// When this node finished installing and verifying release `id` it fetched.
+    pub fn installed_at(&self, id: &Hash) -> Option<Instant> {
+        self.installed.borrow().get(id).copied()
+    }
+
+    /// Waits until release `id` is installed and verified here; returns when.
+    pub async fn wait_installed(&self, id: Hash) -> Instant {
+        let mut rx = self.installed.subscribe();
+        let seen = rx.wait_for(|m| m.contains_key(&id)).await;
+        // The sender lives as long as `self`, so the wait cannot fail.
+        seen.ok()
+            .and_then(|m| m.get(&id).copied())
+            .unwrap_or_else(Instant::now)
     }
 
     pub(crate) fn session_done(&self, id: Hash) {

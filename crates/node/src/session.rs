@@ -195,6 +195,7 @@ async fn run(
         path: node.opts.store.dir().to_path_buf(),
         cause: std::io::Error::other(e.to_string()),
     })??;
+    node.mark_installed(id);
     Ok(())
 }
 

@@ -32,6 +32,19 @@ impl Spec {
         }
     }
 
+    /// A tree of about `bytes`: 40% in source-like files averaging 6 KB, the rest
+    /// in two binaries (netsim's `--size`).
+    pub fn sized(bytes: u64, seed: u64) -> Self {
+        let text = bytes * 2 / 5;
+        let bin = bytes - text;
+        Spec {
+            files: ((text / 6_000) as usize).max(1),
+            mean_file: 6_000,
+            binaries: vec![bin - bin / 2, bin / 2],
+            seed,
+        }
+    }
+
     /// About 20,000 small files plus four binaries, ~500 MB: the benchmark tree.
     pub fn bench() -> Self {
         Spec {

@@ -77,6 +77,15 @@ impl Seed {
     /// Starts the tracker and the seed node, and announces every release in the store.
     pub async fn start(cfg: &SeedConfig) -> Result<Seed, SeedError> {
         let identity = Identity::load(&cfg.identity)?;
+        let endpoint = shoal_net::endpoint(&identity, cfg.listen, &Tuning::default())?;
+        Self::start_on(cfg, endpoint).await
+    }
+
+    /// Starts on an endpoint the caller made (netsim's simulated network).
+    pub async fn start_on(
+        cfg: &SeedConfig,
+        endpoint: shoal_net::quinn::Endpoint,
+    ) -> Result<Seed, SeedError> {
         let key = DeployKey::load(&cfg.key)?;
         let mut trusted = cfg
             .trust
@@ -87,7 +96,6 @@ impl Seed {
             trusted.push(key.public());
         }
         let store = ChunkStore::open(&cfg.store)?;
-        let endpoint = shoal_net::endpoint(&identity, cfg.listen, &Tuning::default())?;
         let listen = shoal_net::local_addr(&endpoint, cfg.listen)?;
         let tracker = Arc::new(Tracker::new(trusted.clone()));
         let opts = NodeOptions {
@@ -185,10 +193,17 @@ impl Seed {
     /// Packs `dir` as `tag`, signs it, announces it and starts serving it.
     pub fn publish(&self, dir: &Path, tag: &str) -> Result<PackReport, SeedError> {
         let report = pack(dir, &self.store, &self.key, &PackOptions::new(tag), &|_| {})?;
+        self.announce(tag)?;
+        Ok(report)
+    }
+
+    /// Announces and serves release `tag`, already packed into the store.
+    pub fn announce(&self, tag: &str) -> Result<shoal_bundle::Hash, SeedError> {
         let v = load_from_store(&self.store, tag, &self.trusted)?;
+        let id = v.id;
         self.tracker.announce(v.signed_bytes.clone())?;
         self.node.add_complete(v);
-        Ok(report)
+        Ok(id)
     }
 }
 

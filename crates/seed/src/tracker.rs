@@ -32,6 +32,23 @@ struct State {
 pub struct Tracker {
     trusted: Vec<TrustedKey>,
     state: Mutex<State>,
+    policy: Mutex<PeerPolicy>,
+}
+
+/// Whom the tracker lists as peers. Only `Swarm` is for production; the others
+/// let netsim run the usual alternatives over the same code and network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PeerPolicy {
+    /// Live hosts, the asker's datacenter first.
+    #[default]
+    Swarm,
+    /// Live hosts in random order, datacenters ignored (a classic BitTorrent tracker).
+    Random,
+    /// Only the seeds: every host fetches everything from the deploy host.
+    SeedOnly,
+    /// These hosts (one per datacenter) get only the seeds; every other host
+    /// gets only the proxy of its datacenter.
+    Proxies(std::collections::BTreeSet<String>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +68,12 @@ impl Tracker {
         Tracker {
             trusted,
             state: Mutex::new(State::default()),
+            policy: Mutex::new(PeerPolicy::default()),
         }
+    }
+
+    pub fn set_policy(&self, policy: PeerPolicy) {
+        *self.policy.lock().expect("policy lock") = policy;
     }
 
     /// Adds a release; its manifest must be signed by a trusted deploy key.
@@ -102,7 +124,16 @@ impl Tracker {
 
     /// Live hosts that may hold `id`'s chunks, the asker's datacenter first.
     fn peers(&self, st: &State, from: &Hello, id: Hash) -> Msg {
-        let mut list: Vec<(bool, PeerInfo)> = st
+        let policy = self.policy.lock().expect("policy lock").clone();
+        let admit = |host: &String, h: &HostEntry| match &policy {
+            PeerPolicy::Swarm | PeerPolicy::Random => true,
+            PeerPolicy::SeedOnly => h.role == Role::Seed,
+            PeerPolicy::Proxies(proxies) if proxies.contains(&from.host) => h.role == Role::Seed,
+            PeerPolicy::Proxies(proxies) => proxies.contains(host) && h.dc == from.dc,
+        };
+        // A fresh random order for every request (RandomState is keyed randomly).
+        let shuffle = std::hash::RandomState::new();
+        let mut list: Vec<(u64, PeerInfo)> = st
             .hosts
             .iter()
             .filter(|(host, h)| {
@@ -110,10 +141,15 @@ impl Tracker {
                     && h.role != Role::Client
                     && h.last_seen.elapsed().as_secs() < STALE_S
                     && h.addr.is_some()
+                    && admit(host, h)
             })
             .map(|(host, h)| {
+                let order = match policy {
+                    PeerPolicy::Random => std::hash::BuildHasher::hash_one(&shuffle, host),
+                    _ => u64::from(h.dc != from.dc),
+                };
                 (
-                    h.dc != from.dc,
+                    order,
                     PeerInfo {
                         host: host.clone(),
                         dc: h.dc.clone(),

@@ -33,6 +33,7 @@ fn agent_config(dir: &Path, host: &str, dc: &str, tracker: std::net::SocketAddr)
         path_bandwidth: 125_000_000,
         path_rtt_ms: 1,
         poll_ms: 200,
+        locality: true,
         fault_corrupt_uploads: false,
     }
 }
