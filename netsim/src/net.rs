@@ -112,16 +112,11 @@ impl Network {
     }
 
     /// The socket of host `ix` (index into `topo.hosts`), bound to its address.
-    /// A second call for the same host empties its receive queue and hands the
-    /// queue to the new socket. Panics if `ix` is not a host.
+    /// Calling it again for the same host returns another handle on the same
+    /// socket (one receive queue, one uplink), like `dup`: only one task should
+    /// receive on it at a time. Panics if `ix` is not a host.
     pub fn socket(self: &Arc<Self>, ix: usize) -> Arc<crate::socket::SimSocket> {
         assert!(ix < self.shared.hosts.len(), "no host {ix}");
-        {
-            let mut inbox = lock(&self.shared.hosts[ix].inbox);
-            inbox.queue.clear();
-            inbox.bytes = 0;
-            inbox.waker = None;
-        }
         Arc::new(crate::socket::SimSocket::new(self.shared.clone(), ix))
     }
 
@@ -531,6 +526,12 @@ impl Shared {
             };
             let lost = loss > 0.0 && eng.rng.unit() < loss;
             let jitter = eng.jitter_draw();
+            if lost && a == b {
+                // Within a datacenter the first shared hop is the downlink:
+                // the packet is lost on the way there.
+                self.counters.dropped_loss.fetch_add(1, Relaxed);
+                continue;
+            }
             let pkt = Packet {
                 src,
                 dst,
@@ -539,11 +540,6 @@ impl Shared {
                 data: seg.to_vec(),
             };
             let t = if a == b {
-                // Within a datacenter the first shared hop is the downlink.
-                if lost {
-                    self.counters.dropped_loss.fetch_add(1, Relaxed);
-                    continue;
-                }
                 let t = eng.after_latency(src, dst, jitter, done);
                 eng.push_packet(t, pkt, Stage::Down);
                 t
@@ -632,7 +628,8 @@ impl Shared {
             eng = match next {
                 // Wake a little early: events within EARLY_NS are handled together.
                 Some(t) => {
-                    let wait = Duration::from_nanos(t.saturating_sub(EARLY_NS + now));
+                    let wait = t.saturating_sub(EARLY_NS + self.now());
+                    let wait = Duration::from_nanos(wait);
                     self.wake_engine
                         .wait_timeout(eng, wait)
                         .unwrap_or_else(|e| e.into_inner())
@@ -720,6 +717,7 @@ impl Shared {
                     },
                 ));
             }
+            // Handled above.
             Stage::UpWake => {}
         }
     }

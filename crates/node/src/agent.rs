@@ -125,7 +125,7 @@ struct AddressBook(std::sync::Mutex<std::collections::BTreeMap<String, std::net:
 /// While a release is being fetched, dials every known peer not connected.
 async fn redial_loop(node: Arc<Node>, book: Arc<AddressBook>, poll_ms: u64) {
     let poll = Duration::from_millis(poll_ms.max(50));
-    loop {
+    while !node.is_closed() {
         tokio::time::sleep(poll).await;
         if node.fetching().is_empty() {
             continue;
@@ -158,16 +158,17 @@ async fn tracker_loop(
     book: Arc<AddressBook>,
 ) {
     let poll = Duration::from_millis(cfg.poll_ms.max(50));
-    loop {
+    while !node.is_closed() {
         let tracker = match node.connect(cfg.tracker, &cfg.tracker_host).await {
             Ok(id) => id,
+            Err(_) if node.is_closed() => break,
             Err(e) => {
                 tracing::warn!(tracker = %cfg.tracker, error = %e, "tracker unreachable; retrying");
                 tokio::time::sleep(poll).await;
                 continue;
             }
         };
-        loop {
+        while !node.is_closed() {
             if let Err(e) = poll_once(&node, tracker, &root, &trusted, &book).await {
                 tracing::warn!(error = %e, "tracker request failed");
                 if node.peer(tracker).is_none() {

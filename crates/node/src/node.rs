@@ -108,6 +108,8 @@ pub struct Node {
     epoch: Instant,
     next_peer: AtomicU64,
     pub counters: Counters,
+    /// Set by `shutdown`: background loops end.
+    closed: std::sync::atomic::AtomicBool,
     /// When each release fetched by this node was installed and verified.
     installed: tokio::sync::watch::Sender<HashMap<Hash, Instant>>,
 }
@@ -130,6 +132,7 @@ impl Node {
             epoch: Instant::now(),
             next_peer: AtomicU64::new(1),
             counters: Counters::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
             installed: tokio::sync::watch::Sender::new(HashMap::new()),
         });
         let n = node.clone();
@@ -144,6 +147,11 @@ impl Node {
             }
         });
         node
+    }
+
+    /// Whether `shutdown` was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     pub fn now(&self) -> Duration {
@@ -669,6 +677,7 @@ impl Node {
 
     /// Closes every connection with a word to the peers, so they notice at once.
     pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::Relaxed);
         self.endpoint.close(0u32.into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
