@@ -14,6 +14,57 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 
+/// How long `Have`s wait to be sent together: briefly inside a datacenter
+/// (chunks spread hop by hop there), longer across, where peers fetch only
+/// what no host of their own datacenter holds.
+const HAVE_BATCH_LOCAL: Duration = Duration::from_millis(5);
+const HAVE_BATCH_REMOTE: Duration = Duration::from_millis(500);
+/// Chunks per batched `Have`, well within a control frame.
+const HAVE_BATCH_MAX: usize = 8192;
+
+/// `Have`s waiting to be sent to one peer.
+struct HaveBatch {
+    chunks: HashMap<Hash, Vec<u32>>,
+    len: usize,
+    due: tokio::time::Instant,
+}
+
+impl Default for HaveBatch {
+    fn default() -> Self {
+        HaveBatch {
+            chunks: HashMap::new(),
+            len: 0,
+            due: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl HaveBatch {
+    fn pending(&self) -> bool {
+        self.len > 0
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn add(&mut self, id: Hash, chunks: Vec<u32>, delay: Duration) {
+        if self.len == 0 {
+            self.due = tokio::time::Instant::now() + delay;
+        }
+        self.len += chunks.len();
+        self.chunks.entry(id).or_default().extend(chunks);
+    }
+
+    async fn flush(&mut self, send: &mut quinn::SendStream) -> Result<(), NetError> {
+        self.len = 0;
+        for (id, chunks) in self.chunks.drain() {
+            send_msg(send, &Msg::Have { id, chunks }).await?;
+        }
+        Ok(())
+    }
+}
+
 /// How long a tracker request may take.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -454,10 +505,38 @@ impl Node {
         for (rid, known) in releases {
             let _ = peer.ctl.send(bitfield_msg(rid, &known));
         }
-        // Writer: control messages in order.
+        // Writer: control messages in order, `Have`s batched.
+        let delay = if hello.dc == self.opts.dc {
+            HAVE_BATCH_LOCAL
+        } else {
+            HAVE_BATCH_REMOTE
+        };
         tokio::spawn(async move {
-            while let Some(m) = ctl_rx.recv().await {
-                if send_msg(&mut send, &m).await.is_err() {
+            let mut batch = HaveBatch::default();
+            loop {
+                let m = tokio::select! {
+                    m = ctl_rx.recv() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(batch.due), if batch.pending() => {
+                        if batch.flush(&mut send).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let sent = match m {
+                    Msg::Have { id, chunks } => {
+                        batch.add(id, chunks, delay);
+                        if batch.len() < HAVE_BATCH_MAX {
+                            continue;
+                        }
+                        batch.flush(&mut send).await
+                    }
+                    m => send_msg(&mut send, &m).await,
+                };
+                if sent.is_err() {
                     break;
                 }
             }
@@ -547,9 +626,19 @@ impl Node {
                 }
                 Ok(())
             }
-            Msg::Have { id, chunk } => {
-                if let Some(s) = self.session(&id) {
-                    let _ = s.send(SessionEvent::Have { peer: pid, chunk });
+            Msg::Have { id, chunks } => {
+                let (known, session) = {
+                    let st = self.state.lock().expect("state lock");
+                    (st.releases.get(&id).cloned(), st.sessions.get(&id).cloned())
+                };
+                if let Some(known) = known {
+                    let n = known.release.manifest.chunks.len();
+                    if chunks.iter().any(|&c| c as usize >= n) {
+                        return Err("have for a chunk the release does not have");
+                    }
+                }
+                if let Some(s) = session {
+                    let _ = s.send(SessionEvent::Have { peer: pid, chunks });
                 }
                 Ok(())
             }

@@ -33,7 +33,7 @@ pub(crate) enum SessionEvent {
     },
     Have {
         peer: u64,
-        chunk: u32,
+        chunks: Vec<u32>,
     },
     Piece {
         peer: u64,
@@ -91,33 +91,14 @@ async fn run(
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
-                match ev {
-                    SessionEvent::PeerUp { peer, host, local, seed } => {
-                        cross.insert(peer, !local);
-                        swarm.add_peer(peer, &host, local, seed);
-                    }
-                    SessionEvent::PeerDown { peer } => {
-                        swarm.remove_peer(peer);
-                        cross.remove(&peer);
-                    }
-                    SessionEvent::Bitfield { peer, bits } => swarm.peer_bitfield(peer, |i| bit(&bits, i)),
-                    SessionEvent::Have { peer, chunk } => swarm.peer_have(peer, chunk),
-                    SessionEvent::Members(hosts) => swarm.set_members(hosts.iter().map(String::as_str)),
-                    SessionEvent::Piece { peer, chunk, outcome } => {
-                        tasks.remove(&(peer, chunk));
-                        let now = node.now();
-                        match outcome {
-                            Outcome::Good => {
-                                known.have.lock().expect("have lock").set(chunk as usize);
-                                swarm.on_piece(now, peer, chunk, true);
-                            }
-                            Outcome::Bad => {
-                                node.counters.chunks_rejected.fetch_add(1, Ordering::Relaxed);
-                                swarm.on_piece(now, peer, chunk, false);
-                            }
-                            Outcome::Lacks => swarm.on_failed(peer, chunk, true),
-                            Outcome::Failed => swarm.on_failed(peer, chunk, false),
-                        }
+                let mut st = Apply { node: &node, known: &known, swarm: &mut swarm, tasks: &mut tasks, cross: &mut cross };
+                st.apply(ev);
+                // Take whatever else is queued before scheduling once: with many
+                // peers, `Have` messages arrive far faster than pieces.
+                for _ in 0..1024 {
+                    match rx.try_recv() {
+                        Ok(ev) => st.apply(ev),
+                        Err(_) => break,
                     }
                 }
             }
@@ -155,7 +136,10 @@ async fn run(
                     let host = node.peer(peer).map(|p| p.host.clone()).unwrap_or_default();
                     tracing::warn!(peer = %host, %reason, "peer banned from this swarm");
                 }
-                Action::Have { chunk } => node.broadcast(Msg::Have { id, chunk }),
+                Action::Have { chunk } => node.broadcast(Msg::Have {
+                    id,
+                    chunks: vec![chunk],
+                }),
                 Action::Complete => complete = true,
             }
         }
@@ -172,6 +156,7 @@ async fn run(
     for (_, h) in tasks {
         h.abort();
     }
+    tracing::info!(tag = %manifest.tag, stats = ?swarm.stats, "swarm session ended");
     if !complete {
         return Ok(());
     }
@@ -197,6 +182,66 @@ async fn run(
     })??;
     node.mark_installed(id);
     Ok(())
+}
+
+/// The session's state that events change.
+struct Apply<'a> {
+    node: &'a Node,
+    known: &'a Known,
+    swarm: &'a mut Swarm,
+    tasks: &'a mut HashMap<(u64, u32), AbortHandle>,
+    cross: &'a mut HashMap<u64, bool>,
+}
+
+impl Apply<'_> {
+    fn apply(&mut self, ev: SessionEvent) {
+        let swarm = &mut *self.swarm;
+        match ev {
+            SessionEvent::PeerUp {
+                peer,
+                host,
+                local,
+                seed,
+            } => {
+                self.cross.insert(peer, !local);
+                swarm.add_peer(peer, &host, local, seed);
+            }
+            SessionEvent::PeerDown { peer } => {
+                swarm.remove_peer(peer);
+                self.cross.remove(&peer);
+            }
+            SessionEvent::Bitfield { peer, bits } => swarm.peer_bitfield(peer, |i| bit(&bits, i)),
+            SessionEvent::Have { peer, chunks } => {
+                for chunk in chunks {
+                    swarm.peer_have(peer, chunk);
+                }
+            }
+            SessionEvent::Members(hosts) => swarm.set_members(hosts.iter().map(String::as_str)),
+            SessionEvent::Piece {
+                peer,
+                chunk,
+                outcome,
+            } => {
+                self.tasks.remove(&(peer, chunk));
+                let now = self.node.now();
+                match outcome {
+                    Outcome::Good => {
+                        self.known.have.lock().expect("have lock").set(chunk as usize);
+                        swarm.on_piece(now, peer, chunk, true);
+                    }
+                    Outcome::Bad => {
+                        self.node
+                            .counters
+                            .chunks_rejected
+                            .fetch_add(1, Ordering::Relaxed);
+                        swarm.on_piece(now, peer, chunk, false);
+                    }
+                    Outcome::Lacks => swarm.on_failed(peer, chunk, true),
+                    Outcome::Failed => swarm.on_failed(peer, chunk, false),
+                }
+            }
+        }
+    }
 }
 
 /// Requests one chunk from a peer, verifies it and stores it.

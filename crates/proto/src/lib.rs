@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_bundle::Hash;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
 /// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
@@ -137,9 +137,12 @@ pub enum Msg {
         id: Hash,
         bits: Vec<u8>,
     },
+    /// Chunks the sender now holds. Batched: one message every few
+    /// milliseconds to a peer in the same datacenter, less often across (a
+    /// message per chunk per peer would cost more WAN bytes than the chunks).
     Have {
         id: Hash,
-        chunk: ChunkIx,
+        chunks: Vec<ChunkIx>,
     },
     Request {
         id: Hash,

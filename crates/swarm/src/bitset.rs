@@ -52,6 +52,31 @@ impl BitSet {
         was
     }
 
+    /// Bits `64*i .. 64*i+64` as one word (bit `k` of it is index `64*i+k`).
+    pub fn word(&self, i: usize) -> u64 {
+        self.words[i]
+    }
+
+    /// Number of words.
+    pub fn words(&self) -> usize {
+        self.words.len()
+    }
+
+    pub fn any(&self) -> bool {
+        self.words.iter().any(|&w| w != 0)
+    }
+
+    /// A set with every bit of `0..len` that `self` lacks.
+    pub fn complement(&self) -> BitSet {
+        let mut b = BitSet::new(self.len);
+        for i in 0..self.len {
+            if !self.get(i) {
+                b.set(i);
+            }
+        }
+        b
+    }
+
     pub fn count(&self) -> usize {
         self.words.iter().map(|w| w.count_ones() as usize).sum()
     }

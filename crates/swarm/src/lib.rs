@@ -16,6 +16,7 @@
 //!   request timed out; a peer that sent a bad piece is banned.
 
 mod bitset;
+mod inflight;
 mod rate;
 mod swarm;
 

@@ -1,6 +1,7 @@
 //! One host's view of one release's swarm.
 
 use crate::bitset::BitSet;
+use crate::inflight::InFlight;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ impl Default for Config {
             seed_window: 8,
             cross_window: 16,
             request_timeout: Duration::from_secs(10),
-            cross_dc_patience: Duration::from_secs(3),
+            cross_dc_patience: Duration::from_secs(10),
             endgame_duplicates: 1,
             seed: 0,
         }
@@ -82,6 +83,10 @@ pub struct Stats {
     pub requests: u64,
     pub timeouts: u64,
     pub duplicates: u64,
+    /// Requests across datacenters for chunks assigned to this host, and for
+    /// chunks assigned to another host that kept us waiting.
+    pub cross_assigned: u64,
+    pub cross_taken_over: u64,
 }
 
 struct Peer {
@@ -108,7 +113,7 @@ pub struct Swarm {
     have: BitSet,
     missing: usize,
     /// Requests in flight per chunk: (peer, sent at).
-    inflight: HashMap<ChunkIx, Vec<(PeerId, Duration)>>,
+    inflight: InFlight,
     peers: BTreeMap<PeerId, Peer>,
     /// Holders among live peers, and among those in this datacenter.
     avail: Vec<u32>,
@@ -126,9 +131,18 @@ pub struct Swarm {
     born: Option<Duration>,
     /// Requests in flight to peers in other datacenters.
     cross_inflight: usize,
-    /// Missing chunks not in flight, in random order (rebuilt when stale).
-    want: Vec<ChunkIx>,
-    want_stale: bool,
+    /// Per chunk, the key of the host of this datacenter that fetches it across
+    /// (None: this host); recomputed when the datacenter's hosts change.
+    assigned: Vec<Option<u64>>,
+    assigned_stale: bool,
+    /// When each local agent (by host key) last showed progress, as of the
+    /// last `schedule`.
+    local_progress: HashMap<u64, Duration>,
+    /// Missing chunks not in flight. A bit set, so the chunks a peer can
+    /// give are found a word (64 chunks) at a time.
+    wanted: BitSet,
+    /// When `tick` last let idle peers look again (for patience running out).
+    woken_at: Duration,
     actions: VecDeque<Action>,
     rng: u64,
     completed: bool,
@@ -162,13 +176,14 @@ impl Swarm {
         let n = lens.len();
         let missing = n - have.count();
         let rng = mix(cfg.seed ^ host_key(my_host));
+        let wanted = have.complement();
         let mut s = Swarm {
             my_key: host_key(my_host),
             cfg,
             lens,
             have,
             missing,
-            inflight: HashMap::new(),
+            inflight: InFlight::new(n),
             peers: BTreeMap::new(),
             avail: vec![0; n],
             avail_local: vec![0; n],
@@ -177,8 +192,11 @@ impl Swarm {
             members_known: false,
             born: None,
             cross_inflight: 0,
-            want: Vec::new(),
-            want_stale: true,
+            assigned: vec![None; n],
+            assigned_stale: true,
+            local_progress: HashMap::new(),
+            wanted,
+            woken_at: Duration::ZERO,
             actions: VecDeque::new(),
             rng,
             completed: false,
@@ -237,6 +255,7 @@ impl Swarm {
         );
         // A new host in this datacenter changes who each chunk is assigned to.
         if local {
+            self.assigned_stale |= !seed;
             self.wake_all();
         }
     }
@@ -245,7 +264,7 @@ impl Swarm {
     /// them (seeds excluded).
     pub fn set_members<'a>(&mut self, hosts: impl IntoIterator<Item = &'a str>) {
         let now = self.now;
-        self.members_known = true;
+        let was_known = std::mem::replace(&mut self.members_known, true);
         let old = std::mem::take(&mut self.members);
         for h in hosts {
             let k = host_key(h);
@@ -253,7 +272,14 @@ impl Swarm {
                 self.members.insert(k, old.get(&k).copied().unwrap_or(now));
             }
         }
-        self.wake_all();
+        // The tracker repeats the list every poll; only a change matters.
+        if !was_known
+            || old.len() != self.members.len()
+            || old.keys().any(|k| !self.members.contains_key(k))
+        {
+            self.assigned_stale = true;
+            self.wake_all();
+        }
     }
 
     /// A peer's full set of chunks (sent once, when the swarm opens).
@@ -278,19 +304,20 @@ impl Swarm {
         let local = p.local;
         self.avail[chunk as usize] += 1;
         if local {
+            // Only this peer can gain an eligible chunk: a chunk held here
+            // makes fetching it across less eligible, never more.
             self.avail_local[chunk as usize] += 1;
-            // A chunk appearing here may make other peers' chunks eligible or not.
-            self.wake_all();
         }
     }
 
     /// A peer disconnected: its requests go back into the pool.
     pub fn remove_peer(&mut self, id: PeerId) {
         self.drop_peer_requests(id, false);
-        if let Some(p) = self.peers.remove(&id)
-            && !p.banned
-        {
-            self.forget(&p.have, p.local);
+        if let Some(p) = self.peers.remove(&id) {
+            if !p.banned {
+                self.forget(&p.have, p.local);
+            }
+            self.assigned_stale |= p.local && !p.seed;
         }
         self.wake_all();
     }
@@ -322,10 +349,11 @@ impl Swarm {
         if !local {
             self.stats.bytes_in_cross_dc += len;
         }
+        self.wanted.clear(chunk as usize);
         self.missing -= 1;
         // Endgame duplicates still out for this chunk are no longer needed.
-        if let Some(others) = self.inflight.remove(&chunk) {
-            for (p, _) in others {
+        {
+            for (p, _) in self.inflight.take(chunk) {
                 if let Some(pp) = self.peers.get_mut(&p) {
                     pp.inflight -= 1;
                     pp.idle = false;
@@ -353,9 +381,6 @@ impl Swarm {
                 self.avail_local[chunk as usize] -= 1;
             }
         }
-        if !self.have.get(chunk as usize) {
-            self.want_stale = true;
-        }
     }
 
     /// Bans a peer for a protocol violation seen by the driver.
@@ -368,6 +393,7 @@ impl Swarm {
         }
         p.banned = true;
         let local = p.local;
+        self.assigned_stale |= local && !p.seed;
         let held = std::mem::replace(&mut p.have, BitSet::new(0));
         self.forget(&held, local);
         self.drop_peer_requests(peer, true);
@@ -380,7 +406,7 @@ impl Swarm {
         self.now = self.now.max(now);
         let timeout = self.cfg.request_timeout;
         let mut expired = Vec::new();
-        for (&chunk, reqs) in &self.inflight {
+        for (chunk, reqs) in self.inflight.iter() {
             for &(peer, at) in reqs {
                 if now.saturating_sub(at) >= timeout {
                     expired.push((peer, chunk));
@@ -406,8 +432,13 @@ impl Swarm {
                 }
             }
         }
-        // Patience may have run out for chunks waiting on a stalled assignee.
-        self.wake_all();
+        // Patience may have run out for chunks waiting on a stalled assignee;
+        // a second's lateness is nothing against the patience, and looking
+        // again at every tick would cost every idle peer a scan of the release.
+        if now.saturating_sub(self.woken_at) >= Duration::from_secs(1) {
+            self.woken_at = now;
+            self.wake_all();
+        }
         self.schedule(now);
     }
 
@@ -416,9 +447,13 @@ impl Swarm {
         if self.missing == 0 {
             return;
         }
-        // Returned requests append to `want`; rebuild once it is mostly stale.
-        if self.want_stale || self.want.len() > 2 * self.missing + 64 {
-            self.rebuild_want();
+        if self.assigned_stale {
+            self.assign();
+        }
+        self.local_progress.clear();
+        for p in self.peers.values().filter(|p| p.local && !p.banned && !p.seed) {
+            let e = self.local_progress.entry(p.key).or_insert(p.progress_at);
+            *e = (*e).max(p.progress_at);
         }
         let mut order: Vec<(bool, bool, usize, u64, PeerId)> = self
             .peers
@@ -449,67 +484,73 @@ impl Swarm {
     }
 
     fn send_request(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
-        self.inflight.entry(chunk).or_default().push((peer, now));
+        self.wanted.clear(chunk as usize);
+        self.inflight.push(chunk, peer, now);
         let p = self.peers.get_mut(&peer).expect("known peer");
         p.inflight += 1;
         if !p.local {
             self.cross_inflight += 1;
+            if self.assigned[chunk as usize].is_none() {
+                self.stats.cross_assigned += 1;
+            } else {
+                self.stats.cross_taken_over += 1;
+            }
         }
         self.stats.requests += 1;
         self.actions.push_back(Action::Request { peer, chunk });
     }
 
-    /// The chunk to ask `peer` for next: the rarest eligible one among a sample
-    /// of the wanted list, or an endgame duplicate.
+    /// The chunk to ask `peer` for next: the rarest eligible one among a
+    /// sample of the chunks it holds and nobody is fetching, from a random
+    /// place (so hosts spread over different chunks), or an endgame duplicate.
     fn pick(&mut self, now: Duration, peer: PeerId) -> Option<ChunkIx> {
         const SAMPLE: usize = 24;
-        let n = self.want.len();
-        let mut best: Option<(u32, usize)> = None;
+        let words = self.wanted.words();
+        let mut best: Option<(u32, ChunkIx)> = None;
         let mut found = 0;
-        if n > 0 {
-            let start = (self.next_rand() % n as u64) as usize;
-            for k in 0..n {
-                let pos = (start + k) % n;
-                let c = self.want[pos];
-                if self.have.get(c as usize) || self.inflight.contains_key(&c) {
-                    continue;
-                }
-                if !self.eligible(now, peer, c) {
-                    continue;
-                }
-                let rarity = self.avail[c as usize];
-                if best.is_none_or(|(r, _)| rarity < r) {
-                    best = Some((rarity, pos));
-                }
-                found += 1;
-                if found >= SAMPLE {
-                    break;
+        if words > 0 {
+            let r = self.next_rand();
+            let start = (r % words as u64) as usize;
+            let rot = ((r >> 32) % 64) as u32;
+            'scan: for k in 0..words {
+                let w = (start + k) % words;
+                let mut bits = (self.wanted.word(w) & self.peers[&peer].have.word(w)).rotate_right(rot);
+                while bits != 0 {
+                    let b = bits.trailing_zeros();
+                    bits &= bits - 1;
+                    let c = (w * 64 + ((b + rot) % 64) as usize) as ChunkIx;
+                    if !self.eligible(now, peer, c) {
+                        continue;
+                    }
+                    let rarity = self.avail[c as usize];
+                    if best.is_none_or(|(r, _)| rarity < r) {
+                        best = Some((rarity, c));
+                    }
+                    found += 1;
+                    if found >= SAMPLE {
+                        break 'scan;
+                    }
                 }
             }
         }
-        if let Some((_, pos)) = best {
-            return Some(self.want.swap_remove(pos));
+        if let Some((_, c)) = best {
+            return Some(c);
         }
         self.endgame_pick(now, peer)
     }
 
     /// Once nothing is left to request, ask a second peer for chunks in flight.
     fn endgame_pick(&mut self, now: Duration, peer: PeerId) -> Option<ChunkIx> {
-        if !self
-            .want
-            .iter()
-            .all(|&c| self.have.get(c as usize) || self.inflight.contains_key(&c))
-        {
+        if self.wanted.any() {
             return None;
         }
         let limit = 1 + self.cfg.endgame_duplicates;
-        let mut chunks: Vec<ChunkIx> = self
+        let chunks: Vec<ChunkIx> = self
             .inflight
             .iter()
             .filter(|(_, reqs)| reqs.len() < limit && !reqs.iter().any(|(p, _)| *p == peer))
-            .map(|(&c, _)| c)
+            .map(|(c, _)| c)
             .collect();
-        chunks.sort_unstable();
         chunks.into_iter().find(|&c| self.eligible(now, peer, c))
     }
 
@@ -531,74 +572,70 @@ impl Swarm {
         if !self.members_known && now.saturating_sub(born) < self.cfg.cross_dc_patience {
             return false;
         }
-        match self.assignee(chunk) {
+        match self.assigned[chunk as usize] {
             None => true,
             // Wait for the assigned host while it shows progress; one that went
             // quiet for the patience (dead, stuck, cut off) is not waited for.
-            Some(progress_at) => now.saturating_sub(progress_at) >= self.cfg.cross_dc_patience,
+            // A connected peer's own progress wins over its listing time.
+            Some(key) => {
+                let progress_at = self
+                    .local_progress
+                    .get(&key)
+                    .or_else(|| self.members.get(&key))
+                    .copied()
+                    .unwrap_or(self.now);
+                now.saturating_sub(progress_at) >= self.cfg.cross_dc_patience
+            }
         }
     }
 
-    /// Which host of this datacenter fetches `chunk` across the boundary, by
-    /// rendezvous hashing over the own host, the listed members and the
-    /// connected local agents. None: this host; otherwise when the assignee
-    /// last showed progress (for a member not connected yet, when it was listed).
-    fn assignee(&self, chunk: ChunkIx) -> Option<Duration> {
-        let mine = score(self.my_key, chunk);
-        let local_agents = self
+    /// Decides, for every chunk, which host of this datacenter fetches it
+    /// across the boundary: rendezvous hashing over this host, the listed
+    /// members and the connected local agents, so hosts agree without talking.
+    fn assign(&mut self) {
+        let mut keys: Vec<u64> = self
             .peers
             .values()
             .filter(|p| p.local && !p.banned && !p.seed)
-            .map(|p| p.key);
-        let key = local_agents
+            .map(|p| p.key)
             .chain(self.members.keys().copied())
-            .filter(|&k| score(k, chunk) > mine)
-            .max_by_key(|&k| score(k, chunk))?;
-        // A connected peer's own progress wins over its listing time.
-        let progress = self
-            .peers
-            .values()
-            .filter(|p| p.key == key && !p.banned)
-            .map(|p| p.progress_at)
-            .max();
-        Some(
-            progress
-                .or_else(|| self.members.get(&key).copied())
-                .unwrap_or(self.now),
-        )
-    }
-
-    fn rebuild_want(&mut self) {
-        self.want = (0..self.lens.len() as ChunkIx)
-            .filter(|&c| !self.have.get(c as usize) && !self.inflight.contains_key(&c))
+            .filter(|&k| k != self.my_key)
             .collect();
-        // Shuffle (Fisher-Yates) so hosts spread over different chunks.
-        for i in (1..self.want.len()).rev() {
-            let j = (self.next_rand() % (i as u64 + 1)) as usize;
-            self.want.swap(i, j);
+        keys.sort_unstable();
+        keys.dedup();
+        for c in 0..self.lens.len() {
+            let c = c as ChunkIx;
+            let mine = score(self.my_key, c);
+            self.assigned[c as usize] = keys
+                .iter()
+                .copied()
+                .filter(|&k| score(k, c) > mine)
+                .max_by_key(|&k| score(k, c));
         }
-        self.want_stale = false;
+        self.assigned_stale = false;
     }
 
     fn end_request(&mut self, peer: PeerId, chunk: ChunkIx) {
-        let Some(reqs) = self.inflight.get_mut(&chunk) else {
+        if !self.inflight.contains(chunk) {
             return;
-        };
-        let before = reqs.len();
-        reqs.retain(|(p, _)| *p != peer);
-        if reqs.len() < before
-            && let Some(p) = self.peers.get_mut(&peer)
-        {
+        }
+        let (removed, empty) = self.inflight.remove(chunk, peer);
+        if removed && let Some(p) = self.peers.get_mut(&peer) {
             p.inflight -= 1;
             p.idle = false;
             if !p.local {
                 self.cross_inflight -= 1;
             }
         }
-        if reqs.is_empty() {
-            self.inflight.remove(&chunk);
+        if empty {
             if !self.have.get(chunk as usize) {
-                self.want.push(chunk);
+                self.wanted.set(chunk as usize);
+                // Back in the pool: peers holding it may look again.
+                for p in self.peers.values_mut() {
+                    if p.have.get(chunk as usize) {
+                        p.idle = false;
+                    }
+                }
             }
         }
     }
@@ -609,7 +646,7 @@ impl Swarm {
             .inflight
             .iter()
             .filter(|(_, r)| r.iter().any(|(p, _)| *p == peer))
-            .map(|(&c, _)| c)
+            .map(|(c, _)| c)
             .collect();
         for chunk in chunks {
             self.end_request(peer, chunk);
