@@ -83,6 +83,7 @@ async fn run(
     let lens: Vec<u32> = manifest.chunks.iter().map(|c| c.len).collect();
     let have = known.have.lock().expect("have lock").clone();
     let mut swarm = Swarm::new(node.opts.swarm.clone(), &node.opts.host, lens, have);
+    swarm.advance(node.now());
     let mut tasks: HashMap<(u64, u32), AbortHandle> = HashMap::new();
     let mut cross: HashMap<u64, bool> = HashMap::new();
     let mut ticker = tokio::time::interval(TICK);
@@ -91,6 +92,7 @@ async fn run(
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
+                swarm.advance(node.now());
                 let mut st = Apply { node: &node, known: &known, swarm: &mut swarm, tasks: &mut tasks, cross: &mut cross };
                 st.apply(ev);
                 // Take whatever else is queued before scheduling once: with many

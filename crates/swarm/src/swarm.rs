@@ -87,6 +87,8 @@ pub struct Stats {
     /// chunks assigned to another host that kept us waiting.
     pub cross_assigned: u64,
     pub cross_taken_over: u64,
+    /// Of those, chunks whose assignee was not connected.
+    pub cross_taken_unconnected: u64,
 }
 
 struct Peer {
@@ -220,6 +222,13 @@ impl Swarm {
     }
     pub fn is_banned(&self, peer: PeerId) -> bool {
         self.peers.get(&peer).is_some_and(|p| p.banned)
+    }
+
+    /// The driver's clock now. Events without a time of their own (a peer
+    /// joining, announcing, the member list) are stamped with the last time
+    /// given, so the driver calls this before handing them over.
+    pub fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
     }
 
     /// The next thing to do, if any.
@@ -494,6 +503,11 @@ impl Swarm {
                 self.stats.cross_assigned += 1;
             } else {
                 self.stats.cross_taken_over += 1;
+                if let Some(k) = self.assigned[chunk as usize]
+                    && !self.local_progress.contains_key(&k)
+                {
+                    self.stats.cross_taken_unconnected += 1;
+                }
             }
         }
         self.stats.requests += 1;
