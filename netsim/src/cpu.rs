@@ -16,7 +16,12 @@ pub fn process_time() -> Duration {
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')': field 3 is at index 0, so utime (14) is at 11 and stime (15) at 12.
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 

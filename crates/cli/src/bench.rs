@@ -60,7 +60,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
         u => bail!("size {s:?}: unknown unit {u:?} (B, KB, KiB, MB, MiB, GB, GiB)"),
     };
     let v = n * mult;
-    if !(v >= 1024.0 && v <= 64e9) {
+    if !(1024.0..=64e9).contains(&v) {
         bail!("size {s:?}: must be between 1 KiB and 64 GB");
     }
     Ok(v as u64)

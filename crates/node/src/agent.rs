@@ -158,6 +158,8 @@ async fn tracker_loop(
     book: Arc<AddressBook>,
 ) {
     let poll = Duration::from_millis(cfg.poll_ms.max(50));
+    // Releases whose manifest no peer had yet, and since when.
+    let mut waiting = std::collections::HashMap::new();
     while !node.is_closed() {
         let tracker = match node.connect(cfg.tracker, &cfg.tracker_host).await {
             Ok(id) => id,
@@ -169,7 +171,7 @@ async fn tracker_loop(
             }
         };
         while !node.is_closed() {
-            if let Err(e) = poll_once(&node, tracker, &root, &trusted, &book).await {
+            if let Err(e) = poll_once(&node, tracker, &root, &trusted, &book, &mut waiting).await {
                 tracing::warn!(error = %e, "tracker request failed");
                 if node.peer(tracker).is_none() {
                     break; // the connection is gone: reconnect
@@ -186,6 +188,7 @@ async fn poll_once(
     root: &Root,
     trusted: &[TrustedKey],
     book: &AddressBook,
+    waiting: &mut std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
 ) -> Result<(), AgentError> {
     let status = HostStatus {
         staged: root.installed()?,
@@ -202,12 +205,30 @@ async fn poll_once(
             if node.knows(&ad.id) || installed.contains(&ad.tag) {
                 continue;
             }
-            let reply = node
-                .request(tracker, &Msg::GetManifest { id: ad.id }, MAX_MANIFEST)
-                .await?;
-            let Msg::Manifest { signed } = reply else {
-                continue;
+            let signed = match manifest_from_peers(node, ad.id).await {
+                Some(signed) => signed,
+                None => {
+                    // Nobody nearby has it yet. A manifest is hundreds of KB
+                    // and the deploy host's uplink is the scarcest link, so
+                    // about one host in four asks the tracker at each poll,
+                    // the others ask their neighbours again; after a few
+                    // seconds everyone may ask the tracker.
+                    let since = *waiting.entry(ad.id).or_insert_with(std::time::Instant::now);
+                    let coin =
+                        std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), ad.id);
+                    if since.elapsed() < MANIFEST_PATIENCE && coin % 4 != 0 {
+                        continue;
+                    }
+                    let reply = node
+                        .request(tracker, &Msg::GetManifest { id: ad.id }, MAX_MANIFEST)
+                        .await?;
+                    let Msg::Manifest { signed } = reply else {
+                        continue;
+                    };
+                    signed
+                }
             };
+            waiting.remove(&ad.id);
             match open_signed(&signed, trusted) {
                 Ok(v) if v.id == ad.id => {
                     tracing::info!(tag = %v.manifest.tag, id = %v.id, "joining swarm");
@@ -246,6 +267,27 @@ async fn poll_once(
         }
     }
     Ok(())
+}
+
+/// How long an agent asks only its neighbours for a new release's manifest
+/// before it may ask the tracker too.
+const MANIFEST_PATIENCE: Duration = Duration::from_secs(3);
+
+/// A release's signed manifest from an agent of this datacenter that holds it.
+/// The signature is checked by the caller, so a peer can only withhold it.
+async fn manifest_from_peers(node: &Arc<Node>, id: shoal_bundle::Hash) -> Option<Vec<u8>> {
+    let mut peers = node.local_agents();
+    let shuffle = std::hash::RandomState::new();
+    peers.sort_by_key(|(_, host)| std::hash::BuildHasher::hash_one(&shuffle, host));
+    for (pid, _) in peers.into_iter().take(3) {
+        if let Ok(Msg::Manifest { signed }) = node
+            .request(pid, &Msg::GetManifest { id }, MAX_MANIFEST)
+            .await
+        {
+            return Some(signed);
+        }
+    }
+    None
 }
 
 /// Asks the tracker for its view of the fleet (as `shoal status` does), with a

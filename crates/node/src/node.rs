@@ -135,6 +135,8 @@ pub(crate) struct Peer {
     pub role: Role,
     pub conn: quinn::Connection,
     pub ctl: mpsc::UnboundedSender<Msg>,
+    /// This node opened the connection (rather than accepted it).
+    pub dialed: bool,
 }
 
 #[derive(Default)]
@@ -342,6 +344,25 @@ impl Node {
         self.state.lock().expect("state lock").transfer.clone()
     }
 
+    fn known(&self, id: &Hash) -> Option<Arc<Known>> {
+        self.state
+            .lock()
+            .expect("state lock")
+            .releases
+            .get(id)
+            .cloned()
+    }
+
+    /// Connected agents in this node's datacenter, as (peer id, host).
+    pub fn local_agents(&self) -> Vec<(u64, String)> {
+        let st = self.state.lock().expect("state lock");
+        st.peers
+            .iter()
+            .filter(|(_, p)| p.role == Role::Agent && p.dc == self.opts.dc)
+            .map(|(id, p)| (*id, p.host.clone()))
+            .collect()
+    }
+
     pub fn knows(&self, id: &Hash) -> bool {
         self.state
             .lock()
@@ -422,7 +443,7 @@ impl Node {
                 message: format!("answered as {}", hello.host),
             });
         }
-        Ok(self.clone().register(conn, hello, send, recv))
+        Ok(self.clone().register(conn, hello, send, recv, true))
     }
 
     /// Handles a connection someone opened to us.
@@ -460,7 +481,7 @@ impl Node {
         if let Some(c) = &self.control {
             c.hello(&hello);
         }
-        self.register(conn, hello, send, recv);
+        self.register(conn, hello, send, recv, false);
         Ok(())
     }
 
@@ -471,6 +492,7 @@ impl Node {
         hello: Hello,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
+        dialed: bool,
     ) -> u64 {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let (ctl, mut ctl_rx) = mpsc::unbounded_channel::<Msg>();
@@ -480,9 +502,26 @@ impl Node {
             role: hello.role,
             conn: conn.clone(),
             ctl,
+            dialed,
         });
+        let mut replaced = None;
         let (releases, sessions) = {
             let mut st = self.state.lock().expect("state lock");
+            // Two hosts that dial each other at once end up with two
+            // connections; both keep the one dialed by the smaller host name
+            // and close the other, so each pair shares exactly one.
+            if hello.role != Role::Client
+                && let Some(&old) = st.by_host.get(&hello.host)
+                && let Some(old_peer) = st.peers.get(&old)
+            {
+                let canonical = self.opts.host < hello.host;
+                if old_peer.dialed == canonical || dialed != canonical {
+                    drop(st);
+                    conn.close(0u32.into(), b"duplicate connection");
+                    return old;
+                }
+                replaced = Some(old_peer.conn.clone());
+            }
             st.peers.insert(id, peer.clone());
             st.by_host.insert(hello.host.clone(), id);
             (
@@ -493,6 +532,9 @@ impl Node {
                 st.sessions.values().cloned().collect::<Vec<_>>(),
             )
         };
+        if let Some(old) = replaced {
+            old.close(0u32.into(), b"duplicate connection");
+        }
         tracing::debug!(peer = %hello.host, dc = %hello.dc, "peer connected");
         for s in sessions {
             let _ = s.send(SessionEvent::PeerUp {
@@ -511,6 +553,8 @@ impl Node {
         } else {
             HAVE_BATCH_REMOTE
         };
+        let whom = hello.host.clone();
+        let me = self.opts.host.clone();
         tokio::spawn(async move {
             let mut batch = HaveBatch::default();
             loop {
@@ -526,6 +570,7 @@ impl Node {
                         continue;
                     }
                 };
+                tracing::trace!(me = %me, peer = %whom, msg = m.name(), "control out");
                 let sent = match m {
                     Msg::Have { id, chunks } => {
                         batch.add(id, chunks, delay);
@@ -548,6 +593,7 @@ impl Node {
             loop {
                 match recv_msg(&mut recv, MAX_CONTROL).await {
                     Ok(Some(m)) => {
+                        tracing::trace!(me = %n.opts.host, peer = %p.host, pid = id, msg = m.name(), "control in");
                         if let Err(why) = n.on_control(id, &p, m) {
                             tracing::warn!(peer = %p.host, why, "closing connection");
                             p.conn.close(1u32.into(), why.as_bytes());
@@ -664,6 +710,16 @@ impl Node {
         };
         let reply = match msg {
             Msg::Request { id, chunk } => self.piece(id, chunk).await,
+            // Any host that holds a release's manifest hands it on, so the
+            // deploy host's uplink carries it a few times, not once per host.
+            Msg::GetManifest { id } if self.control.is_none() => match self.known(&id) {
+                Some(k) => Msg::Manifest {
+                    signed: k.release.signed_bytes.clone(),
+                },
+                None => Msg::Error {
+                    message: format!("no release {id} here"),
+                },
+            },
             other => match &self.control {
                 Some(c) => c.handle(from, other),
                 None => {

@@ -228,7 +228,11 @@ impl Apply<'_> {
                 let now = self.node.now();
                 match outcome {
                     Outcome::Good => {
-                        self.known.have.lock().expect("have lock").set(chunk as usize);
+                        self.known
+                            .have
+                            .lock()
+                            .expect("have lock")
+                            .set(chunk as usize);
                         swarm.on_piece(now, peer, chunk, true);
                     }
                     Outcome::Bad => {

@@ -56,7 +56,6 @@ impl InFlight {
         (removed, v.is_empty())
     }
 
-
     /// Every (chunk, requests) with requests.
     pub fn iter(&self) -> impl Iterator<Item = (ChunkIx, &[(PeerId, Duration)])> {
         let live = self.live;

@@ -120,6 +120,9 @@ pub struct Swarm {
     /// Holders among live peers, and among those in this datacenter.
     avail: Vec<u32>,
     avail_local: Vec<u32>,
+    /// Seeds among those holders (all of them / those in this datacenter).
+    avail_seed: Vec<u32>,
+    avail_seed_local: Vec<u32>,
     /// The driver's clock at the last event, for peers' progress times.
     now: Duration,
     /// Agents of this datacenter in the swarm (from the tracker), connected or
@@ -189,6 +192,8 @@ impl Swarm {
             peers: BTreeMap::new(),
             avail: vec![0; n],
             avail_local: vec![0; n],
+            avail_seed: vec![0; n],
+            avail_seed_local: vec![0; n],
             now: Duration::ZERO,
             members: HashMap::new(),
             members_known: false,
@@ -310,8 +315,14 @@ impl Swarm {
         }
         p.idle = false;
         p.progress_at = self.now;
-        let local = p.local;
+        let (local, seed) = (p.local, p.seed);
         self.avail[chunk as usize] += 1;
+        if seed {
+            self.avail_seed[chunk as usize] += 1;
+            if local {
+                self.avail_seed_local[chunk as usize] += 1;
+            }
+        }
         if local {
             // Only this peer can gain an eligible chunk: a chunk held here
             // makes fetching it across less eligible, never more.
@@ -324,7 +335,7 @@ impl Swarm {
         self.drop_peer_requests(id, false);
         if let Some(p) = self.peers.remove(&id) {
             if !p.banned {
-                self.forget(&p.have, p.local);
+                self.forget(&p.have, p.local, p.seed);
             }
             self.assigned_stale |= p.local && !p.seed;
         }
@@ -385,9 +396,16 @@ impl Swarm {
             && let Some(p) = self.peers.get_mut(&peer)
             && p.have.clear(chunk as usize)
         {
-            self.avail[chunk as usize] -= 1;
+            let c = chunk as usize;
+            self.avail[c] -= 1;
             if p.local {
-                self.avail_local[chunk as usize] -= 1;
+                self.avail_local[c] -= 1;
+            }
+            if p.seed {
+                self.avail_seed[c] -= 1;
+                if p.local {
+                    self.avail_seed_local[c] -= 1;
+                }
             }
         }
     }
@@ -401,10 +419,10 @@ impl Swarm {
             return;
         }
         p.banned = true;
-        let local = p.local;
-        self.assigned_stale |= local && !p.seed;
+        let (local, seed) = (p.local, p.seed);
+        self.assigned_stale |= local && !seed;
         let held = std::mem::replace(&mut p.have, BitSet::new(0));
-        self.forget(&held, local);
+        self.forget(&held, local, seed);
         self.drop_peer_requests(peer, true);
         self.actions.push_back(Action::Ban { peer, reason });
         self.wake_all();
@@ -460,7 +478,11 @@ impl Swarm {
             self.assign();
         }
         self.local_progress.clear();
-        for p in self.peers.values().filter(|p| p.local && !p.banned && !p.seed) {
+        for p in self
+            .peers
+            .values()
+            .filter(|p| p.local && !p.banned && !p.seed)
+        {
             let e = self.local_progress.entry(p.key).or_insert(p.progress_at);
             *e = (*e).max(p.progress_at);
         }
@@ -528,7 +550,8 @@ impl Swarm {
             let rot = ((r >> 32) % 64) as u32;
             'scan: for k in 0..words {
                 let w = (start + k) % words;
-                let mut bits = (self.wanted.word(w) & self.peers[&peer].have.word(w)).rotate_right(rot);
+                let mut bits =
+                    (self.wanted.word(w) & self.peers[&peer].have.word(w)).rotate_right(rot);
                 while bits != 0 {
                     let b = bits.trailing_zeros();
                     bits &= bits - 1;
@@ -574,14 +597,34 @@ impl Swarm {
         if !p.have.get(chunk as usize) {
             return false;
         }
+        let c = chunk as usize;
+        if p.seed && self.cfg.locality {
+            // Spare the seed, the scarcest uplink: one host per datacenter
+            // takes each chunk from it, and only while no agent that host
+            // could fetch it from holds it. A local seed is the source of
+            // this datacenter's first copy; a remote one is asked only for
+            // chunks no agent holds yet.
+            let agents_here = self.avail_local[c] - self.avail_seed_local[c];
+            if agents_here > 0 || (!p.local && self.avail[c] > self.avail_seed[c]) {
+                return false;
+            }
+            return self.crossing_is_mine(now, chunk);
+        }
         if p.local {
             return true;
         }
         // Across datacenters: only if nobody here has it, and only by the host it
         // is assigned to, unless that host has kept us waiting too long.
-        if self.avail_local[chunk as usize] > 0 {
+        if self.avail_local[c] > 0 {
             return false;
         }
+        self.crossing_is_mine(now, chunk)
+    }
+
+    /// Whether this host brings `chunk` into its datacenter (from another
+    /// datacenter or from a seed): it is assigned here, or its assignee kept
+    /// us waiting too long.
+    fn crossing_is_mine(&mut self, now: Duration, chunk: ChunkIx) -> bool {
         let born = *self.born.get_or_insert(now);
         if !self.members_known && now.saturating_sub(born) < self.cfg.cross_dc_patience {
             return false;
@@ -641,14 +684,12 @@ impl Swarm {
                 self.cross_inflight -= 1;
             }
         }
-        if empty {
-            if !self.have.get(chunk as usize) {
-                self.wanted.set(chunk as usize);
-                // Back in the pool: peers holding it may look again.
-                for p in self.peers.values_mut() {
-                    if p.have.get(chunk as usize) {
-                        p.idle = false;
-                    }
+        if empty && !self.have.get(chunk as usize) {
+            self.wanted.set(chunk as usize);
+            // Back in the pool: peers holding it may look again.
+            for p in self.peers.values_mut() {
+                if p.have.get(chunk as usize) {
+                    p.idle = false;
                 }
             }
         }
@@ -671,12 +712,18 @@ impl Swarm {
     }
 
     /// Removes a departed or banned peer's chunks from the availability counts.
-    fn forget(&mut self, have: &BitSet, local: bool) {
+    fn forget(&mut self, have: &BitSet, local: bool, seed: bool) {
         for i in 0..have.len() {
             if have.get(i) {
                 self.avail[i] -= 1;
                 if local {
                     self.avail_local[i] -= 1;
+                }
+                if seed {
+                    self.avail_seed[i] -= 1;
+                    if local {
+                        self.avail_seed_local[i] -= 1;
+                    }
                 }
             }
         }
