@@ -161,6 +161,8 @@ pub struct Node {
     epoch: Instant,
     next_peer: AtomicU64,
     pub counters: Counters,
+    /// Hosts being dialled now, so a redial does not open a second connection.
+    dialing: Mutex<HashSet<String>>,
     /// Set by `shutdown`: background loops end.
     closed: std::sync::atomic::AtomicBool,
     /// When each release fetched by this node was installed and verified.
@@ -186,6 +188,7 @@ impl Node {
             next_peer: AtomicU64::new(1),
             counters: Counters::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
+            dialing: Mutex::new(HashSet::new()),
             installed: tokio::sync::watch::Sender::new(HashMap::new()),
         });
         let n = node.clone();
@@ -423,6 +426,23 @@ impl Node {
         if let Some(id) = self.peer_id(host) {
             return Ok(id);
         }
+        if !self
+            .dialing
+            .lock()
+            .expect("dialing lock")
+            .insert(host.to_string())
+        {
+            return Err(NodeError::Peer {
+                host: host.to_string(),
+                message: "already being dialled".into(),
+            });
+        }
+        let result = self.clone().dial(addr, host).await;
+        self.dialing.lock().expect("dialing lock").remove(host);
+        result
+    }
+
+    async fn dial(self: Arc<Self>, addr: SocketAddr, host: &str) -> Result<u64, NodeError> {
         let conn = shoal_net::connect(&self.endpoint, addr, host).await?;
         let (mut send, mut recv) = conn.open_bi().await?;
         send_msg(&mut send, &Msg::Hello(self.hello())).await?;
@@ -443,7 +463,7 @@ impl Node {
                 message: format!("answered as {}", hello.host),
             });
         }
-        Ok(self.clone().register(conn, hello, send, recv, true))
+        Ok(self.register(conn, hello, send, recv, true))
     }
 
     /// Handles a connection someone opened to us.
@@ -509,13 +529,15 @@ impl Node {
             let mut st = self.state.lock().expect("state lock");
             // Two hosts that dial each other at once end up with two
             // connections; both keep the one dialed by the smaller host name
-            // and close the other, so each pair shares exactly one.
+            // and close the other, so each pair shares exactly one. A second
+            // connection dialed the same way as the first is a redial (the
+            // first may be dead without a word): it replaces the first.
             if hello.role != Role::Client
                 && let Some(&old) = st.by_host.get(&hello.host)
                 && let Some(old_peer) = st.peers.get(&old)
             {
                 let canonical = self.opts.host < hello.host;
-                if old_peer.dialed == canonical || dialed != canonical {
+                if old_peer.dialed != dialed && old_peer.dialed == canonical {
                     drop(st);
                     conn.close(0u32.into(), b"duplicate connection");
                     return old;
