@@ -172,6 +172,9 @@ async fn tracker_loop(
         };
         while !node.is_closed() {
             if let Err(e) = poll_once(&node, tracker, &root, &trusted, &book, &mut waiting).await {
+                if node.is_closed() {
+                    break;
+                }
                 tracing::warn!(error = %e, "tracker request failed");
                 if node.peer(tracker).is_none() {
                     break; // the connection is gone: reconnect

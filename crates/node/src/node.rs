@@ -623,9 +623,14 @@ impl Node {
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => {
+                    Err(e @ NetError::Proto(_)) => {
                         tracing::warn!(peer = %p.host, error = %e, "closing connection");
                         p.conn.close(1u32.into(), b"bad control message");
+                        break;
+                    }
+                    // Gone: closed (a duplicate, a shutdown), timed out or reset.
+                    Err(e) => {
+                        tracing::debug!(peer = %p.host, error = %e, "peer disconnected");
                         break;
                     }
                 }
