@@ -215,7 +215,7 @@ async fn start_fleet(
         listen: seed_host.addr,
         advertise: None,
         upload_limit: 0,
-        upload_slots: 16,
+        upload_slots: 32,
     };
     let identity = Identity::load(&p.identities[0])?;
     let tuning = Tuning::for_path(seed_host.upload, rtt);
@@ -237,7 +237,7 @@ async fn start_fleet(
             auto_activate: true,
             upload_limit: 0,
             download_limit: 0,
-            upload_slots: 16,
+            upload_slots: 32,
             reserve: 0,
             path_bandwidth: h.download.max(h.upload),
             path_rtt_ms: rtt.as_millis().max(1) as u64,
@@ -320,6 +320,9 @@ async fn distribute(
         }
         if last_report.elapsed() >= Duration::from_millis(200) {
             last_report = Instant::now();
+            if tracing::enabled!(target: "shoal_netsim::timeline", tracing::Level::DEBUG) {
+                timeline(fleet, elapsed, done);
+            }
             on(Event::Progress {
                 strategy: k.name(),
                 phase,
@@ -330,6 +333,32 @@ async fn distribute(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// One line of what the fleet holds and what crossed the network so far
+/// (`RUST_LOG=shoal_netsim::timeline=debug`), to see where a run loses time.
+fn timeline(fleet: &Fleet, elapsed: Duration, verified: usize) {
+    let net = fleet.net.stats();
+    let (mut have, mut total) = (0u64, 0u64);
+    for (node, _) in &fleet.agents {
+        if let Some(t) = node.transfer() {
+            have += u64::from(t.chunks_have);
+            total += u64::from(t.chunks_total);
+        }
+    }
+    let seed_up = net.hosts.first().map_or(0, |h| h.sent_bytes);
+    let recv: u64 = net.hosts.iter().skip(1).map(|h| h.recv_bytes).sum();
+    let wan: Vec<u64> = net.dcs.iter().map(|d| d.wan_in_bytes >> 20).collect();
+    tracing::debug!(
+        target: "shoal_netsim::timeline",
+        t = format!("{:.1}", elapsed.as_secs_f64()),
+        verified,
+        chunks = format!("{have}/{total}"),
+        seed_up_mib = seed_up >> 20,
+        recv_mib = recv >> 20,
+        wan_in_mib = ?wan,
+        "timeline"
+    );
 }
 
 /// Checks every host: `current` is `tag` and its tree matches the manifest.

@@ -433,8 +433,21 @@ fn foreign_certificate_and_foreign_key_are_refused() {
             _ => Err(describe(st.as_ref(), &all)),
         }
     });
-    // ...and ~5 s later nothing is staged anywhere.
-    std::thread::sleep(Duration::from_secs(5).saturating_sub(t1.elapsed()));
+    // ...and each has seen the manifest and refused it (hosts that wait for a
+    // neighbour to hand the manifest on ask the tracker after a patience),
+    // with nothing staged anywhere.
+    wait_for("every agent to refuse the release", FINISH, || {
+        let silent: Vec<&str> = procs
+            .iter()
+            .filter(|p| !p.log().contains("refusing release"))
+            .map(|p| p.name.as_str())
+            .collect();
+        if silent.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no refusal logged yet by {silent:?}"))
+        }
+    });
     let st = lab.status().expect("status");
     println!(
         "  (b) after {:.1?} with a seed signing with a foreign key:",

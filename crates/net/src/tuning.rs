@@ -91,7 +91,11 @@ impl Tuning {
                     ))
                 },
             )?))
-            .keep_alive_interval((!self.keep_alive.is_zero()).then_some(self.keep_alive));
+            .keep_alive_interval((!self.keep_alive.is_zero()).then_some(self.keep_alive))
+            // Streams of equal priority go out in the order they were written,
+            // not round-robin: a piece that is first in line finishes first and
+            // can be passed on, instead of every piece finishing late together.
+            .send_fairness(false);
         Ok(t)
     }
 }

@@ -160,6 +160,8 @@ async fn tracker_loop(
     let poll = Duration::from_millis(cfg.poll_ms.max(50));
     // Releases whose manifest no peer had yet, and since when.
     let mut waiting = std::collections::HashMap::new();
+    // When each fetching release's peer list was last asked for.
+    let mut listed = std::collections::HashMap::new();
     while !node.is_closed() {
         let tracker = match node.connect(cfg.tracker, &cfg.tracker_host).await {
             Ok(id) => id,
@@ -171,7 +173,17 @@ async fn tracker_loop(
             }
         };
         while !node.is_closed() {
-            if let Err(e) = poll_once(&node, tracker, &root, &trusted, &book, &mut waiting).await {
+            let r = poll_once(
+                &node,
+                tracker,
+                &root,
+                &trusted,
+                &book,
+                &mut waiting,
+                &mut listed,
+            )
+            .await;
+            if let Err(e) = r {
                 if node.is_closed() {
                     break;
                 }
@@ -192,6 +204,7 @@ async fn poll_once(
     trusted: &[TrustedKey],
     book: &AddressBook,
     waiting: &mut std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
+    listed: &mut std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
 ) -> Result<(), AgentError> {
     let status = HostStatus {
         staged: root.installed()?,
@@ -208,28 +221,9 @@ async fn poll_once(
             if node.knows(&ad.id) || installed.contains(&ad.tag) {
                 continue;
             }
-            let signed = match manifest_from_peers(node, ad.id).await {
-                Some(signed) => signed,
-                None => {
-                    // Nobody nearby has it yet. A manifest is hundreds of KB
-                    // and the deploy host's uplink is the scarcest link, so
-                    // about one host in four asks the tracker at each poll,
-                    // the others ask their neighbours again; after a few
-                    // seconds everyone may ask the tracker.
-                    let since = *waiting.entry(ad.id).or_insert_with(std::time::Instant::now);
-                    let coin =
-                        std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), ad.id);
-                    if since.elapsed() < MANIFEST_PATIENCE && coin % 4 != 0 {
-                        continue;
-                    }
-                    let reply = node
-                        .request(tracker, &Msg::GetManifest { id: ad.id }, MAX_MANIFEST)
-                        .await?;
-                    let Msg::Manifest { signed } = reply else {
-                        continue;
-                    };
-                    signed
-                }
+            let since = *waiting.entry(ad.id).or_insert_with(std::time::Instant::now);
+            let Some(signed) = fetch_manifest(node, tracker, ad.id, since).await? else {
+                continue; // asked again at the next poll
             };
             waiting.remove(&ad.id);
             match open_signed(&signed, trusted) {
@@ -242,10 +236,21 @@ async fn poll_once(
             }
         }
     }
-    // Peers of the releases being fetched, every poll: who shares this
-    // datacenter decides who fetches what across it.
+    // Peers of the releases being fetched, at once for a new one, then every
+    // few seconds: who shares this datacenter decides who fetches what across
+    // it. Not at every poll: a fleet's peer lists at a short poll interval
+    // would take a large share of the deploy host's uplink.
     {
-        for id in node.fetching() {
+        let fetching = node.fetching();
+        listed.retain(|id, _| fetching.contains(id));
+        for id in fetching {
+            if listed
+                .get(&id)
+                .is_some_and(|at| at.elapsed() < PEER_LIST_EVERY)
+            {
+                continue;
+            }
+            listed.insert(id, std::time::Instant::now());
             let reply = node
                 .request(tracker, &Msg::GetPeers { id }, MAX_CONTROL)
                 .await?;
@@ -255,7 +260,15 @@ async fn poll_once(
                     .filter(|p| p.dc == node.opts.dc && p.role == Role::Agent)
                     .map(|p| p.host.clone())
                     .collect();
-                node.set_members(id, members);
+                let seed_dcs: Vec<&str> = peers
+                    .iter()
+                    .filter(|p| p.role == Role::Seed)
+                    .map(|p| p.dc.as_str())
+                    .collect();
+                let seed_has_neighbours = peers
+                    .iter()
+                    .any(|p| p.role == Role::Agent && seed_dcs.contains(&p.dc.as_str()));
+                node.set_members(id, members, seed_has_neighbours);
                 // Fetching hosts dial every peer they lack (`redial_loop`);
                 // hosts that finished are dialled by those still fetching.
                 let mut book = book.0.lock().expect("book lock");
@@ -272,25 +285,73 @@ async fn poll_once(
     Ok(())
 }
 
+/// How often a fetching agent asks the tracker for the release's peers.
+const PEER_LIST_EVERY: Duration = Duration::from_secs(2);
+
 /// How long an agent asks only its neighbours for a new release's manifest
 /// before it may ask the tracker too.
-const MANIFEST_PATIENCE: Duration = Duration::from_secs(3);
+const MANIFEST_PATIENCE: Duration = Duration::from_secs(10);
 
-/// A release's signed manifest from an agent of this datacenter that holds it.
+/// A new release's signed manifest. A manifest is hundreds of KB and the
+/// deploy host's uplink is the scarcest link, so it travels down a binary tree
+/// over this datacenter's agents, in a rendezvous order for the release that
+/// every host computes alike from the tracker's list: the first host fetches
+/// it from the tracker, every other host from its parent in the tree (or the
+/// first host). A host still without it after a few seconds asks the tracker.
 /// The signature is checked by the caller, so a peer can only withhold it.
-async fn manifest_from_peers(node: &Arc<Node>, id: shoal_bundle::Hash) -> Option<Vec<u8>> {
-    let mut peers = node.local_agents();
-    let shuffle = std::hash::RandomState::new();
-    peers.sort_by_key(|(_, host)| std::hash::BuildHasher::hash_one(&shuffle, host));
-    for (pid, _) in peers.into_iter().take(3) {
-        if let Ok(Msg::Manifest { signed }) = node
-            .request(pid, &Msg::GetManifest { id }, MAX_MANIFEST)
-            .await
-        {
-            return Some(signed);
+async fn fetch_manifest(
+    node: &Arc<Node>,
+    tracker: u64,
+    id: shoal_bundle::Hash,
+    since: std::time::Instant,
+) -> Result<Option<Vec<u8>>, AgentError> {
+    let rank = |host: &str| shoal_swarm::host_key(&format!("{host}\0{id}"));
+    if since.elapsed() < MANIFEST_PATIENCE {
+        let mine = rank(&node.opts.host);
+        let reply = node
+            .request(tracker, &Msg::GetPeers { id }, MAX_CONTROL)
+            .await?;
+        let mut above: Vec<(u64, String, std::net::SocketAddr)> = match reply {
+            Msg::Peers { peers, .. } => peers
+                .into_iter()
+                .filter(|p| p.role == Role::Agent && p.dc == node.opts.dc)
+                .filter_map(|p| Some((rank(&p.host), p.addr.parse().ok()?, p.host)))
+                .filter(|(r, ..)| *r > mine)
+                .map(|(r, a, h)| (r, h, a))
+                .collect(),
+            _ => Vec::new(),
+        };
+        above.sort_by_key(|(r, ..)| std::cmp::Reverse(*r));
+        if let Some(me) = above.len().checked_sub(1) {
+            let me = me + 1; // this host's place in the order
+            let mut parents = vec![(me - 1) / 2, 0];
+            parents.dedup();
+            for ix in parents {
+                let (_, host, addr) = &above[ix];
+                let pid = match node.peer_id(host) {
+                    Some(pid) => pid,
+                    None => match node.connect(*addr, host).await {
+                        Ok(pid) => pid,
+                        Err(_) => continue,
+                    },
+                };
+                if let Ok(Msg::Manifest { signed }) = node
+                    .request(pid, &Msg::GetManifest { id }, MAX_MANIFEST)
+                    .await
+                {
+                    return Ok(Some(signed));
+                }
+            }
+            return Ok(None);
         }
     }
-    None
+    match node
+        .request(tracker, &Msg::GetManifest { id }, MAX_MANIFEST)
+        .await?
+    {
+        Msg::Manifest { signed } => Ok(Some(signed)),
+        _ => Ok(None),
+    }
 }
 
 /// Asks the tracker for its view of the fleet (as `shoal status` does), with a

@@ -34,7 +34,8 @@ pub struct AgentConfig {
     pub upload_limit: u64,
     #[serde(default)]
     pub download_limit: u64,
-    /// Peers served at once.
+    /// Pieces being uploaded at once; a piece holds its slot until the peer
+    /// has all its bytes.
     #[serde(default = "default_slots")]
     pub upload_slots: usize,
     /// Bytes to keep free on the root's filesystem.
@@ -62,7 +63,7 @@ fn default_locality() -> bool {
     true
 }
 fn default_slots() -> usize {
-    16
+    32
 }
 fn default_reserve() -> u64 {
     64 << 20

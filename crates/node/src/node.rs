@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
 /// How long `Have`s wait to be sent together: briefly inside a datacenter
 /// (chunks spread hop by hop there), longer across, where peers fetch only
@@ -67,6 +67,8 @@ impl HaveBatch {
 
 /// How long a tracker request may take.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Send priority of piece streams: below control traffic (default 0).
+const PIECE_PRIORITY: i32 = -1;
 
 /// Answers requests that are not about chunks (the tracker's).
 pub trait Control: Send + Sync {
@@ -293,9 +295,14 @@ impl Node {
     }
 
     /// Tells a release's session which agents share this datacenter.
-    pub fn set_members(&self, id: Hash, hosts: Vec<String>) {
+    /// The other agents of this datacenter fetching `id`, and whether the
+    /// seed's datacenter has agents other than this host.
+    pub fn set_members(&self, id: Hash, hosts: Vec<String>, seed_has_neighbours: bool) {
         if let Some(s) = self.session(&id) {
-            let _ = s.send(SessionEvent::Members(hosts));
+            let _ = s.send(SessionEvent::Members {
+                hosts,
+                seed_has_neighbours,
+            });
         }
     }
 
@@ -423,19 +430,28 @@ impl Node {
 
     /// Connects to a peer unless already connected; returns its peer id.
     pub async fn connect(self: &Arc<Self>, addr: SocketAddr, host: &str) -> Result<u64, NodeError> {
-        if let Some(id) = self.peer_id(host) {
-            return Ok(id);
-        }
-        if !self
-            .dialing
-            .lock()
-            .expect("dialing lock")
-            .insert(host.to_string())
-        {
-            return Err(NodeError::Peer {
-                host: host.to_string(),
-                message: "already being dialled".into(),
-            });
+        // Another task dialling the same host: wait for its connection rather
+        // than open a second one (or fail), and dial ourselves if it fails.
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        loop {
+            if let Some(id) = self.peer_id(host) {
+                return Ok(id);
+            }
+            if self
+                .dialing
+                .lock()
+                .expect("dialing lock")
+                .insert(host.to_string())
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(NodeError::Peer {
+                    host: host.to_string(),
+                    message: "still being dialled by another task".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let result = self.clone().dial(addr, host).await;
         self.dialing.lock().expect("dialing lock").remove(host);
@@ -735,14 +751,28 @@ impl Node {
             Err(NetError::Proto(e)) => return Err(e.into()),
             Err(_) => return Ok(()),
         };
+        // A piece holds an upload slot until the peer has all its bytes, so a
+        // busy uplink carries a few pieces at a time and each finishes soon
+        // (and can be passed on), instead of every request crawling at once.
+        // Pieces yield to control traffic (manifests, tracker answers) on the
+        // same connection.
+        let mut slot = None;
         let reply = match msg {
-            Msg::Request { id, chunk } => self.piece(id, chunk).await,
+            Msg::Request { id, chunk } => {
+                let _ = send.set_priority(PIECE_PRIORITY);
+                let (reply, permit) = self.piece(id, chunk).await;
+                slot = permit;
+                reply
+            }
             // Any host that holds a release's manifest hands it on, so the
             // deploy host's uplink carries it a few times, not once per host.
             Msg::GetManifest { id } if self.control.is_none() => match self.known(&id) {
-                Some(k) => Msg::Manifest {
-                    signed: k.release.signed_bytes.clone(),
-                },
+                Some(k) => {
+                    tracing::debug!(peer = %from.host, "manifest handed on");
+                    Msg::Manifest {
+                        signed: k.release.signed_bytes.clone(),
+                    }
+                }
                 None => Msg::Error {
                     message: format!("no release {id} here"),
                 },
@@ -763,11 +793,13 @@ impl Node {
         let _ = send.finish();
         // Wait until the peer has the bytes (or goes away) before dropping the stream.
         let _ = send.stopped().await;
+        drop(slot);
         Ok(())
     }
 
-    /// The compressed bytes of a chunk, within the upload slots and rate.
-    async fn piece(&self, id: Hash, chunk: u32) -> Msg {
+    /// The compressed bytes of a chunk, within the upload slots and rate, and
+    /// the slot it holds.
+    async fn piece(&self, id: Hash, chunk: u32) -> (Msg, Option<SemaphorePermit<'_>>) {
         let cref = {
             let st = self.state.lock().expect("state lock");
             st.releases
@@ -775,11 +807,11 @@ impl Node {
                 .and_then(|k| k.release.manifest.chunks.get(chunk as usize).copied())
         };
         let Some(cref) = cref else {
-            return Msg::Reject { id, chunk };
+            return (Msg::Reject { id, chunk }, None);
         };
-        let _permit = self.slots.acquire().await;
+        let permit = self.slots.acquire().await.ok();
         let Ok(mut data) = self.opts.store.read_compressed(&cref) else {
-            return Msg::Reject { id, chunk };
+            return (Msg::Reject { id, chunk }, None);
         };
         let wait = self
             .up
@@ -802,7 +834,7 @@ impl Node {
         self.counters
             .bytes_up
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        Msg::Piece { id, chunk, data }
+        (Msg::Piece { id, chunk, data }, permit)
     }
 }
 

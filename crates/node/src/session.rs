@@ -40,8 +40,12 @@ pub(crate) enum SessionEvent {
         chunk: u32,
         outcome: Outcome,
     },
-    /// The other agents of this datacenter in the swarm, from the tracker.
-    Members(Vec<String>),
+    /// The other agents of this datacenter in the swarm, from the tracker, and
+    /// whether the seed's datacenter has agents of its own.
+    Members {
+        hosts: Vec<String>,
+        seed_has_neighbours: bool,
+    },
 }
 
 pub(crate) enum Outcome {
@@ -218,7 +222,13 @@ impl Apply<'_> {
                     swarm.peer_have(peer, chunk);
                 }
             }
-            SessionEvent::Members(hosts) => swarm.set_members(hosts.iter().map(String::as_str)),
+            SessionEvent::Members {
+                hosts,
+                seed_has_neighbours,
+            } => {
+                swarm.set_members(hosts.iter().map(String::as_str));
+                swarm.set_seed_has_neighbours(seed_has_neighbours);
+            }
             SessionEvent::Piece {
                 peer,
                 chunk,

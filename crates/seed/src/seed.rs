@@ -37,7 +37,7 @@ pub struct SeedConfig {
 }
 
 fn default_slots() -> usize {
-    16
+    32
 }
 
 #[derive(Debug, thiserror::Error)]

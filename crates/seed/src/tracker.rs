@@ -213,9 +213,12 @@ impl Control for Tracker {
                         }
                     }
                     Msg::GetManifest { id } => match st.releases.iter().find(|(a, _)| a.id == id) {
-                        Some((_, signed)) => Msg::Manifest {
-                            signed: signed.as_ref().clone(),
-                        },
+                        Some((_, signed)) => {
+                            tracing::debug!(host = %from.host, "manifest sent by the tracker");
+                            Msg::Manifest {
+                                signed: signed.as_ref().clone(),
+                            }
+                        }
                         None => Msg::Error {
                             message: format!("no release {id}"),
                         },

@@ -134,6 +134,14 @@ pub struct Swarm {
     /// assigned to this host.
     members_known: bool,
     born: Option<Duration>,
+    /// The seed's own datacenter has agents in this swarm (from the tracker).
+    /// They take each chunk from the seed once and pass it on, so the seed's
+    /// uplink, the floor of every distribution, carries each chunk once; other
+    /// datacenters fetch from those agents, not from the seed.
+    seed_has_neighbours: bool,
+    /// Some agent in another datacenter showed progress within the patience,
+    /// as of the last `schedule`.
+    remote_agents_live: bool,
     /// Requests in flight to peers in other datacenters.
     cross_inflight: usize,
     /// Per chunk, the key of the host of this datacenter that fetches it across
@@ -198,6 +206,8 @@ impl Swarm {
             members: HashMap::new(),
             members_known: false,
             born: None,
+            seed_has_neighbours: false,
+            remote_agents_live: false,
             cross_inflight: 0,
             assigned: vec![None; n],
             assigned_stale: true,
@@ -292,6 +302,15 @@ impl Swarm {
             || old.keys().any(|k| !self.members.contains_key(k))
         {
             self.assigned_stale = true;
+            self.wake_all();
+        }
+    }
+
+    /// Whether the seed's datacenter has agents of this swarm other than this
+    /// host (the driver learns it from the tracker's peer list).
+    pub fn set_seed_has_neighbours(&mut self, yes: bool) {
+        if self.seed_has_neighbours != yes {
+            self.seed_has_neighbours = yes;
             self.wake_all();
         }
     }
@@ -478,13 +497,15 @@ impl Swarm {
             self.assign();
         }
         self.local_progress.clear();
-        for p in self
-            .peers
-            .values()
-            .filter(|p| p.local && !p.banned && !p.seed)
-        {
-            let e = self.local_progress.entry(p.key).or_insert(p.progress_at);
-            *e = (*e).max(p.progress_at);
+        self.remote_agents_live = false;
+        let patience = self.cfg.cross_dc_patience;
+        for p in self.peers.values().filter(|p| !p.banned && !p.seed) {
+            if p.local {
+                let e = self.local_progress.entry(p.key).or_insert(p.progress_at);
+                *e = (*e).max(p.progress_at);
+            } else if now.saturating_sub(p.progress_at) < patience {
+                self.remote_agents_live = true;
+            }
         }
         let mut order: Vec<(bool, bool, usize, u64, PeerId)> = self
             .peers
@@ -606,6 +627,11 @@ impl Swarm {
             // chunks no agent holds yet.
             let agents_here = self.avail_local[c] - self.avail_seed_local[c];
             if agents_here > 0 || (!p.local && self.avail[c] > self.avail_seed[c]) {
+                return false;
+            }
+            // A remote seed whose own datacenter has agents is left to them,
+            // unless every agent across has gone quiet (cut off, dead).
+            if !p.local && self.seed_has_neighbours && self.remote_agents_live {
                 return false;
             }
             return self.crossing_is_mine(now, chunk);

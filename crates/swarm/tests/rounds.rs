@@ -361,3 +361,56 @@ fn a_peer_that_keeps_timing_out_stops_blocking() {
     assert_eq!(far.len(), 4, "{far:?}");
     assert_eq!(s.peer_count(), 1);
 }
+
+/// Requests sent at `now`, by peer, without answering them.
+fn requests_at(s: &mut Swarm, now: Duration) -> Vec<(u64, u32)> {
+    s.tick(now);
+    let mut out = Vec::new();
+    while let Some(a) = s.poll_action() {
+        if let Action::Request { peer, chunk } = a {
+            out.push((peer, chunk));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_remote_seed_is_left_to_its_own_datacenter() {
+    let chunks = 16;
+    let cfg = Config {
+        window: 64,
+        seed_window: 64,
+        cross_window: 64,
+        cross_dc_patience: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let setup = |seed_has_neighbours: bool| {
+        let mut s = Swarm::new(cfg.clone(), "me", vec![1000; chunks], BitSet::new(chunks));
+        s.set_members([]);
+        s.set_seed_has_neighbours(seed_has_neighbours);
+        s.add_peer(1, "seed", false, true); // the seed, in another datacenter
+        s.peer_bitfield(1, |_| true);
+        s.add_peer(2, "seed-dc-agent", false, false); // an agent beside it, nothing yet
+        s
+    };
+    // The seed's datacenter has agents: they take each chunk from the seed
+    // once, so this host waits for them instead of asking the seed.
+    let mut s = setup(true);
+    assert!(requests_at(&mut s, Duration::ZERO).is_empty());
+    s.peer_have(2, 5);
+    let r = requests_at(&mut s, Duration::from_secs(1));
+    assert_eq!(
+        r,
+        vec![(2, 5)],
+        "the chunk comes from the agent, not the seed"
+    );
+    // Every agent across went quiet (cut off, dead): the seed is asked after all.
+    let late = requests_at(&mut s, Duration::from_secs(5));
+    assert_eq!(late.len(), chunks - 1, "{late:?}");
+    assert!(late.iter().all(|&(p, _)| p == 1));
+    // A seed alone in its datacenter is asked at once.
+    let mut s = setup(false);
+    let r = requests_at(&mut s, Duration::ZERO);
+    assert_eq!(r.len(), chunks);
+    assert!(r.iter().all(|&(p, _)| p == 1));
+}
