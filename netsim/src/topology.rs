@@ -185,6 +185,7 @@ impl Topology {
         let text = match name {
             "demo" => include_str!("../topologies/demo.toml"),
             "3dc-48" => include_str!("../topologies/3dc-48.toml"),
+            "3dc-48-10m" => include_str!("../topologies/3dc-48-10m.toml"),
             "5dc-200" => include_str!("../topologies/5dc-200.toml"),
             "ci" => include_str!("../topologies/ci.toml"),
             _ => return None,
@@ -346,7 +347,7 @@ mod tests {
 
     #[test]
     fn shipped_topologies_parse_with_distinct_addresses() {
-        for name in ["demo", "3dc-48", "5dc-200", "ci"] {
+        for name in ["demo", "3dc-48", "3dc-48-10m", "5dc-200", "ci"] {
             let t = Topology::builtin(name).unwrap();
             let mut addrs: Vec<_> = t.hosts.iter().map(|h| h.addr).collect();
             addrs.sort();
@@ -355,6 +356,7 @@ mod tests {
             assert_eq!(t.seed().role, HostRole::Seed);
         }
         assert_eq!(Topology::builtin("3dc-48").unwrap().targets().len(), 48);
+        assert_eq!(Topology::builtin("3dc-48-10m").unwrap().targets().len(), 48);
         assert_eq!(Topology::builtin("5dc-200").unwrap().targets().len(), 200);
         assert_eq!(Topology::builtin("demo").unwrap().targets().len(), 12);
     }

@@ -35,7 +35,7 @@ pub fn load_topology(arg: &str) -> Result<Topology> {
     let name = arg.strip_suffix(".toml").unwrap_or(arg);
     let name = name.rsplit('/').next().unwrap_or(name);
     Topology::builtin(name).with_context(|| {
-        format!("no topology file {arg:?} and no shipped topology of that name (demo, 3dc-48, 5dc-200, ci)")
+        format!("no topology file {arg:?} and no shipped topology of that name (demo, 3dc-48, 3dc-48-10m, 5dc-200, ci)")
     })
 }
 

@@ -42,7 +42,7 @@ enum Command {
     /// Distribute a release over a simulated fleet with each strategy in turn
     /// and compare them with the physical limit (T_lb).
     Bench {
-        /// A topology file, or a shipped one: demo, 3dc-48, 5dc-200, ci.
+        /// A topology file, or a shipped one: demo, 3dc-48, 3dc-48-10m, 5dc-200, ci.
         #[arg(long)]
         topology: String,
         /// Generate a sample release of this size (e.g. 64MiB; default 64MiB).

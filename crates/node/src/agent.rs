@@ -311,23 +311,24 @@ async fn fetch_manifest(
         let reply = node
             .request(tracker, &Msg::GetPeers { id }, MAX_CONTROL)
             .await?;
-        let mut above: Vec<(u64, String, std::net::SocketAddr)> = match reply {
+        // The hosts of this datacenter ahead of this one, first one first.
+        let mut above: Vec<(u64, std::net::SocketAddr, String)> = match reply {
             Msg::Peers { peers, .. } => peers
                 .into_iter()
                 .filter(|p| p.role == Role::Agent && p.dc == node.opts.dc)
                 .filter_map(|p| Some((rank(&p.host), p.addr.parse().ok()?, p.host)))
                 .filter(|(r, ..)| *r > mine)
-                .map(|(r, a, h)| (r, h, a))
                 .collect(),
             _ => Vec::new(),
         };
         above.sort_by_key(|(r, ..)| std::cmp::Reverse(*r));
-        if let Some(me) = above.len().checked_sub(1) {
-            let me = me + 1; // this host's place in the order
-            let mut parents = vec![(me - 1) / 2, 0];
-            parents.dedup();
-            for ix in parents {
-                let (_, host, addr) = &above[ix];
+        // This host's place in the order is `above.len()`; its parent in the
+        // binary tree is half-way up, and the first host is asked next.
+        if let Some(parent) = above.len().checked_sub(1).map(|me| me / 2) {
+            let mut ask = vec![parent, 0];
+            ask.dedup();
+            for ix in ask {
+                let (_, addr, host) = &above[ix];
                 let pid = match node.peer_id(host) {
                     Some(pid) => pid,
                     None => match node.connect(*addr, host).await {
