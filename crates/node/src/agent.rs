@@ -297,7 +297,8 @@ const MANIFEST_PATIENCE: Duration = Duration::from_secs(10);
 /// over this datacenter's agents, in a rendezvous order for the release that
 /// every host computes alike from the tracker's list: the first host fetches
 /// it from the tracker, every other host from its parent in the tree (or the
-/// first host). A host still without it after a few seconds asks the tracker.
+/// first host). A host still without it after `MANIFEST_PATIENCE` asks the
+/// tracker.
 /// The signature is checked by the caller, so a peer can only withhold it.
 async fn fetch_manifest(
     node: &Arc<Node>,

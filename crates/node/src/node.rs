@@ -294,9 +294,8 @@ impl Node {
             .cloned()
     }
 
-    /// Tells a release's session which agents share this datacenter.
-    /// The other agents of this datacenter fetching `id`, and whether the
-    /// seed's datacenter has agents other than this host.
+    /// Tells a release's session which other agents of this datacenter fetch
+    /// `id`, and whether the seed's datacenter has agents other than this host.
     pub fn set_members(&self, id: Hash, hosts: Vec<String>, seed_has_neighbours: bool) {
         if let Some(s) = self.session(&id) {
             let _ = s.send(SessionEvent::Members {
@@ -361,16 +360,6 @@ impl Node {
             .releases
             .get(id)
             .cloned()
-    }
-
-    /// Connected agents in this node's datacenter, as (peer id, host).
-    pub fn local_agents(&self) -> Vec<(u64, String)> {
-        let st = self.state.lock().expect("state lock");
-        st.peers
-            .iter()
-            .filter(|(_, p)| p.role == Role::Agent && p.dc == self.opts.dc)
-            .map(|(id, p)| (*id, p.host.clone()))
-            .collect()
     }
 
     pub fn knows(&self, id: &Hash) -> bool {
