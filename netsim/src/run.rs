@@ -216,6 +216,7 @@ async fn start_fleet(
         advertise: None,
         upload_limit: 0,
         upload_slots: 32,
+        deploy_log: None,
     };
     let identity = Identity::load(&p.identities[0])?;
     let tuning = Tuning::for_path(seed_host.upload, rtt);
@@ -244,6 +245,7 @@ async fn start_fleet(
             poll_ms: 100,
             locality: k.locality(),
             fault_corrupt_uploads: false,
+            hooks: Default::default(),
         };
         let root = Root::new(&cfg.root);
         let identity = Identity::load(&cfg.identity)?;

@@ -56,14 +56,34 @@ pub fn rollback(root: &Root) -> Result<String> {
     Ok(target)
 }
 
-/// The release a rollback would go to.
+/// The release a rollback would go to: the most recently active one that is
+/// still installed and not marked bad.
 pub fn previous(root: &Root, current: Option<&str>) -> Result<Option<String>> {
     let installed = root.installed()?;
+    let bad = root.bad()?;
     Ok(root
         .history()?
         .into_iter()
         .rev()
-        .find(|t| Some(t.as_str()) != current && installed.contains(t)))
+        .find(|t| Some(t.as_str()) != current && installed.contains(t) && !bad.contains(t)))
+}
+
+/// Marks a release bad on this host (or clears the mark), so that no rollback
+/// without a named release goes to it. An operator may still name it.
+pub fn set_bad(root: &Root, tag: &str, bad: bool) -> Result<()> {
+    tag::validate(tag)?;
+    let _lock = root.lock_existing()?;
+    let mut marked = root.bad()?;
+    if marked.iter().any(|t| t == tag) == bad {
+        return Ok(());
+    }
+    marked.retain(|t| t != tag);
+    if bad {
+        marked.push(tag.to_string());
+        tracing::warn!(tag, "release marked bad on this host");
+    }
+    let text: String = marked.iter().map(|l| format!("{l}\n")).collect();
+    crate::store::write_atomically(&root.bad_file(), text.as_bytes(), true)
 }
 
 /// Records the activation, then switches. In this order a failure (a full disk,
@@ -142,5 +162,30 @@ mod tests {
             activate(&env.root, "v9"),
             Err(Error::NoSuchRelease(..))
         ));
+    }
+
+    #[test]
+    fn rollback_skips_releases_marked_bad() {
+        let env = Env::new();
+        for (t, c) in [("v1", "1"), ("v2", "2"), ("v3", "3")] {
+            env.release(t, &[("f", c)]);
+            activate(&env.root, t).unwrap();
+        }
+        set_bad(&env.root, "v2", true).unwrap();
+        assert_eq!(env.root.bad().unwrap(), vec!["v2".to_string()]);
+        assert_eq!(
+            previous(&env.root, Some("v3")).unwrap().as_deref(),
+            Some("v1")
+        );
+        assert_eq!(rollback(&env.root).unwrap(), "v1");
+        // Named, a bad release can still be activated; clearing the mark makes
+        // it a rollback target again.
+        assert!(activate(&env.root, "v2").unwrap());
+        set_bad(&env.root, "v2", false).unwrap();
+        assert!(env.root.bad().unwrap().is_empty());
+        assert_eq!(
+            previous(&env.root, Some("v1")).unwrap().as_deref(),
+            Some("v2")
+        );
     }
 }

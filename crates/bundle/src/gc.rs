@@ -23,10 +23,11 @@ pub struct GcReport {
     pub chunk_bytes_freed: u64,
 }
 
-/// Removes releases beyond what must be kept. `leased` tells whether a running
-/// process still uses a release (leases come with `shoal exec`).
-pub fn gc(root: &Root, keep_newest: usize, leased: &dyn Fn(&str) -> bool) -> Result<GcReport> {
+/// Removes releases beyond what must be kept. A release a live lease holds
+/// (`shoal exec`) is always kept; dead leases are cleared.
+pub fn gc(root: &Root, keep_newest: usize) -> Result<GcReport> {
     let _lock = root.lock_existing()?;
+    let leased = crate::lease::live_tags_pruning(root)?;
     let releases = list(root)?;
     let newest: HashSet<&str> = releases
         .iter()
@@ -36,7 +37,7 @@ pub fn gc(root: &Root, keep_newest: usize, leased: &dyn Fn(&str) -> bool) -> Res
         .collect();
     let mut report = GcReport::default();
     for r in &releases {
-        if r.current || r.previous || newest.contains(r.tag.as_str()) || leased(&r.tag) {
+        if r.current || r.previous || newest.contains(r.tag.as_str()) || leased.contains(&r.tag) {
             report.kept.push(r.tag.clone());
             continue;
         }
@@ -86,10 +87,12 @@ mod tests {
         for t in ["v1", "v2", "v3", "v4", "v5"] {
             env.release(t, &[("a", t), ("shared", "same in all")]);
         }
+        activate(&env.root, "v3").unwrap();
+        let lease = crate::lease::take(&env.root, "a long job").unwrap();
         activate(&env.root, "v1").unwrap();
         activate(&env.root, "v2").unwrap();
         // current v2, previous v1, newest 1 = v5, leased v3; v4 goes.
-        let report = gc(&env.root, 1, &|t| t == "v3").unwrap();
+        let report = gc(&env.root, 1).unwrap();
         assert_eq!(report.removed, vec!["v4".to_string()]);
         let mut left = env.root.installed().unwrap();
         left.sort();
@@ -98,16 +101,18 @@ mod tests {
         assert!(!env.root.manifest_file("v4").exists());
         // Rollback still works after gc.
         assert_eq!(rollback(&env.root).unwrap(), "v1");
+        // Once the job is gone, its release is not kept any more.
+        drop(lease);
+        activate(&env.root, "v5").unwrap();
+        let report = gc(&env.root, 1).unwrap();
+        assert_eq!(report.removed, ["v2", "v3"]);
     }
 
     #[test]
     fn refuses_a_root_that_does_not_exist() {
         let env = Env::new();
         let nowhere = Root::new(env.dir.path().join("typo"));
-        assert!(matches!(
-            gc(&nowhere, 1, &|_| false),
-            Err(crate::Error::NoRoot(_))
-        ));
+        assert!(matches!(gc(&nowhere, 1), Err(crate::Error::NoRoot(_))));
         assert!(!nowhere.path().exists());
     }
 }

@@ -8,6 +8,8 @@
 //! ROOT/manifests/<name>.manifest   the signed manifest of each installed release
 //! ROOT/current -> releases/<name>  the live release
 //! ROOT/history                     one activated tag per line, oldest first
+//! ROOT/bad                         releases that failed a rollout step here
+//! ROOT/leases/<n>.lease            a running `shoal exec` job's hold on a release
 //! ROOT/.lock                       held while the layout is being changed
 //! ```
 //!
@@ -58,6 +60,12 @@ impl Root {
     }
     pub fn history_file(&self) -> PathBuf {
         self.path.join("history")
+    }
+    pub fn bad_file(&self) -> PathBuf {
+        self.path.join("bad")
+    }
+    pub fn leases_dir(&self) -> PathBuf {
+        self.path.join("leases")
     }
     pub fn release_dir(&self, tag: &str) -> PathBuf {
         self.releases_dir().join(tag::dir_name(tag))
@@ -190,6 +198,20 @@ impl Root {
     /// Tags in activation order, oldest first.
     pub fn history(&self) -> Result<Vec<String>> {
         let path = self.history_file();
+        match fs::read_to_string(&path) {
+            Ok(s) => Ok(s
+                .lines()
+                .filter(|l| tag::validate(l).is_ok())
+                .map(String::from)
+                .collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    /// Releases marked bad on this host (a rollout step failed on them).
+    pub fn bad(&self) -> Result<Vec<String>> {
+        let path = self.bad_file();
         match fs::read_to_string(&path) {
             Ok(s) => Ok(s
                 .lines()

@@ -26,6 +26,7 @@ pub mod error;
 pub mod gc;
 pub mod hash;
 pub mod layout;
+pub mod lease;
 pub mod manifest;
 pub mod pack;
 pub mod releases;

@@ -20,6 +20,9 @@ const SECRET_PREFIX: &str = "shoal-deploy-secret-v1 ";
 const PUBLIC_PREFIX: &str = "shoal-deploy-key-v1 ";
 /// Domain separation: a shoal signature can never be replayed as another protocol's.
 const CONTEXT: &[u8] = b"shoal release manifest v1\0";
+/// Rollout orders are signed under their own context, so an order's signature
+/// can never pass for a manifest's, nor the reverse.
+const ORDER_CONTEXT: &[u8] = b"shoal rollout order v1\0";
 
 /// The envelope stored beside chunks and sent to agents.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,6 +90,30 @@ impl DeployKey {
         };
         (postcard::to_stdvec(&env).expect("Vec output"), id)
     }
+}
+
+impl DeployKey {
+    /// Signs a rollout order's bytes: the public key and the 64 signature bytes.
+    pub fn sign_order(&self, order: &[u8]) -> ([u8; 32], Vec<u8>) {
+        let sig = self.0.sign(&[ORDER_CONTEXT, order].concat());
+        (self.0.verifying_key().to_bytes(), sig.to_bytes().to_vec())
+    }
+}
+
+/// Checks a rollout order's signature against the trusted deploy keys.
+pub fn verify_order(
+    order: &[u8],
+    key: &[u8; 32],
+    signature: &[u8],
+    trusted: &[TrustedKey],
+) -> Result<(), ManifestError> {
+    let key = VerifyingKey::from_bytes(key).map_err(|_| ManifestError::BadSignature)?;
+    if !trusted.iter().any(|t| t.0 == key) {
+        return Err(ManifestError::UntrustedKey(hex(key.as_bytes())));
+    }
+    let signature = Signature::from_slice(signature).map_err(|_| ManifestError::BadSignature)?;
+    key.verify_strict(&[ORDER_CONTEXT, order].concat(), &signature)
+        .map_err(|_| ManifestError::BadSignature)
 }
 
 /// A public deploy key that an agent trusts.
@@ -192,6 +219,24 @@ fn read_key_line(path: &Path, prefix: &str) -> Result<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn orders_verify_only_under_their_own_context_and_key() {
+        let k = DeployKey::generate().unwrap();
+        let other = DeployKey::generate().unwrap();
+        let (key, sig) = k.sign_order(b"activate v2");
+        let trusted = [k.public()];
+        assert!(verify_order(b"activate v2", &key, &sig, &trusted).is_ok());
+        assert!(verify_order(b"activate v3", &key, &sig, &trusted).is_err());
+        assert!(matches!(
+            verify_order(b"activate v2", &key, &sig, &[other.public()]),
+            Err(ManifestError::UntrustedKey(_))
+        ));
+        // A manifest signature over the same bytes does not pass as an order's.
+        let id = Hash::of(b"activate v2");
+        let manifest_sig = k.0.sign(&signed_message(&id));
+        assert!(verify_order(&id.0, &key, &manifest_sig.to_bytes(), &trusted).is_err());
+    }
     use crate::chunk::ChunkParams;
     use crate::manifest::MANIFEST_VERSION;
 

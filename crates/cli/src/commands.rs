@@ -57,10 +57,26 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => crate::fleet::seed(dir, tag, &config, json),
         Command::Agent { config } => crate::fleet::agent(&config),
         Command::Status {
-            tracker,
-            tracker_host,
-            identity,
-        } => crate::fleet::status(tracker, &tracker_host, &identity, json),
+            remote,
+            check,
+            stale_after,
+        } => crate::fleet::status(&remote, check, stale_after, json),
+        Command::Deploy {
+            tag,
+            remote,
+            rollout,
+        } => crate::rollout::deploy(shoal_rollout::Goal::Deploy(tag), &remote, &rollout, json),
+        Command::Log { remote, last } => crate::rollout::log(&remote, last, json),
+        Command::Exec { root, command } => crate::rollout::exec(&root, &command),
+        Command::Rollback {
+            tag,
+            root: None,
+            remote,
+            rollout,
+        } => crate::rollout::deploy(shoal_rollout::Goal::Rollback(tag), &remote, &rollout, json),
+        Command::Audit {
+            root: None, remote, ..
+        } => crate::rollout::audit(&remote, json),
         Command::Sample {
             out,
             preset,
@@ -224,7 +240,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Rollback { root } => {
+        Command::Rollback {
+            tag,
+            root: Some(root),
+            ..
+        } => {
+            if tag.is_some() {
+                anyhow::bail!(
+                    "on one host, `shoal activate TAG --root ROOT` switches to a named release"
+                );
+            }
             let root = Root::new(&root);
             let from = root.current()?;
             let to = activate::rollback(&root)
@@ -245,7 +270,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let root = Root::new(&root);
             let list = releases::list(&root)
                 .with_context(|| format!("listing releases in {}", root.path().display()))?;
-            emit(json, &list, || {
+            let leases = shoal_bundle::lease::list(&root)
+                .with_context(|| format!("listing leases in {}", root.path().display()))?;
+            let value = serde_json::json!({ "releases": list, "leases": leases });
+            emit(json, &value, || {
                 let mut s = format!(
                     "{:<2} {:<32} {:<16} {:>8} {:>14}\n",
                     "", "TAG", "ID", "FILES", "BYTES"
@@ -268,11 +296,36 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     ));
                 }
                 s.push_str("(* current, < previous: where rollback goes)\n");
+                let bad = root.bad().unwrap_or_default();
+                if !bad.is_empty() {
+                    s.push_str(&format!(
+                        "marked bad here (no rollback picks them): {}\n",
+                        bad.join(", ")
+                    ));
+                }
+                for l in &leases {
+                    s.push_str(&format!(
+                        "lease on {}: pid {} since {} {}: {}\n",
+                        l.tag,
+                        l.pid,
+                        shoal_seed::tracker::utc(l.since_unix),
+                        if l.live {
+                            "(running)"
+                        } else {
+                            "(DEAD: holder gone)"
+                        },
+                        l.command
+                    ));
+                }
                 s
             });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { tag, root } => {
+        Command::Audit {
+            tag,
+            root: Some(root),
+            ..
+        } => {
             let root = Root::new(&root);
             let report = audit::audit_release(&root, tag.as_deref())
                 .with_context(|| format!("auditing {}", root.path().display()))?;
@@ -285,8 +338,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Gc { root, keep } => {
             let root = Root::new(&root);
-            // Leases arrive with `shoal exec`; until then nothing is leased.
-            let report = gc::gc(&root, keep, &|_| false)
+            let report = gc::gc(&root, keep)
                 .with_context(|| format!("collecting garbage in {}", root.path().display()))?;
             emit(json, &report, || {
                 format!(

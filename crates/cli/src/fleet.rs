@@ -3,11 +3,10 @@
 use crate::ClusterCommand;
 use crate::commands::emit;
 use anyhow::{Context, Result, bail};
-use shoal_net::Identity;
 use shoal_node::agent;
 use shoal_node::config::AgentConfig;
+use shoal_rollout::stale;
 use shoal_seed::seed::{Seed, SeedConfig};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -95,16 +94,16 @@ pub fn agent(config: &Path) -> Result<ExitCode> {
 }
 
 pub fn status(
-    tracker: SocketAddr,
-    tracker_host: &str,
-    identity: &Path,
+    remote: &crate::Remote,
+    check: bool,
+    stale_after: u64,
     json: bool,
 ) -> Result<ExitCode> {
-    let id = Identity::load(identity).with_context(|| format!("loading {}", identity.display()))?;
-    let hosts = runtime()?.block_on(async {
+    let (tracker, tracker_host, id) = crate::rollout::resolve(remote)?;
+    let (hosts, target) = runtime()?.block_on(async {
         tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            agent::fleet(&id, tracker, tracker_host),
+            agent::fleet(&id, tracker, &tracker_host),
         )
         .await
         .map_err(|_| anyhow::anyhow!("the tracker at {tracker} did not answer in 10 s"))?
@@ -113,17 +112,40 @@ pub fn status(
     if hosts.is_empty() && !json {
         bail!("the tracker knows no hosts yet");
     }
+    let measure = stale::effective_target(&hosts, target.as_deref(), stale_after);
+    let marks: Vec<stale::Marks> = hosts
+        .iter()
+        .map(|h| stale::marks(h, measure.as_deref(), stale_after))
+        .collect();
+    let converged = stale::converged(&hosts, target.as_deref(), stale_after);
+    let mut value = hosts_json(&hosts);
+    if let Some(list) = value.as_array_mut() {
+        for (v, m) in list.iter_mut().zip(&marks) {
+            v["stale"] = serde_json::json!(m.any());
+            v["marks"] = serde_json::json!(m.notes);
+        }
+    }
     emit(
         json,
-        &serde_json::json!({ "hosts": hosts_json(&hosts) }),
+        &serde_json::json!({ "target": measure, "converged": converged, "hosts": value }),
         || {
             let mut s = format!(
-                "{:<16} {:<8} {:<6} {:>6}  {:<24} {:<24} {}\n",
-                "HOST", "DC", "ROLE", "SEEN", "CURRENT", "STAGED", "TRANSFER"
+                "target: {} ({})\n",
+                measure.as_deref().unwrap_or("none"),
+                if target.is_some() {
+                    "set by the last rollout"
+                } else {
+                    "what most agents run; no rollout set one"
+                }
             );
-            for h in &hosts {
-                let transfer = h.status.transfer.as_ref().map_or(String::from("-"), |t| {
-                    format!(
+            s.push_str(&format!(
+                "{:<1} {:<16} {:<8} {:<6} {:>6}  {:<20} {:<24} {}\n",
+                "", "HOST", "DC", "ROLE", "SEEN", "CURRENT", "STAGED", "TRANSFER / NOTES"
+            ));
+            for (h, m) in hosts.iter().zip(&marks) {
+                let mut notes = m.notes.clone();
+                if let Some(t) = h.status.transfer.as_ref() {
+                    notes.push(format!(
                         "{} {}/{} chunks, {} B down ({} B cross-dc), {} B up",
                         t.tag,
                         t.chunks_have,
@@ -131,23 +153,43 @@ pub fn status(
                         t.bytes_down,
                         t.bytes_down_cross_dc,
                         t.bytes_up
-                    )
-                });
+                    ));
+                }
+                if let Some(b) = &h.status.busy {
+                    notes.push(b.clone());
+                }
+                if !h.status.bad.is_empty() {
+                    notes.push(format!("bad here: {}", h.status.bad.join(",")));
+                }
                 s.push_str(&format!(
-                    "{:<16} {:<8} {:<6} {:>5}s  {:<24} {:<24} {}\n",
+                    "{:<1} {:<16} {:<8} {:<6} {:>5}s  {:<20} {:<24} {}\n",
+                    if m.any() { "!" } else { "" },
                     h.host,
                     h.dc,
                     format!("{:?}", h.role).to_lowercase(),
                     h.last_seen_s,
                     h.status.current.as_deref().unwrap_or("-"),
                     h.status.staged.join(","),
-                    transfer
+                    if notes.is_empty() {
+                        "-".to_string()
+                    } else {
+                        notes.join("; ")
+                    }
                 ));
             }
+            let stale = marks.iter().filter(|m| m.any()).count();
+            s.push_str(&format!(
+                "{stale} host(s) marked '!'; every live agent on the target: {}\n",
+                if converged { "yes" } else { "no" }
+            ));
             s
         },
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(if check && !converged {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn hosts_json(hosts: &[shoal_proto::HostReport]) -> serde_json::Value {

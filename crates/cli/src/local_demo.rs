@@ -168,7 +168,7 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
     activate::activate(&root, "demo/v2")?;
 
     let t = Instant::now();
-    let g = gc::gc(&root, 1, &|_| false)?;
+    let g = gc::gc(&root, 1)?;
     step(
         "gc --keep 1",
         t,

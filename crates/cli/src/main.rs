@@ -7,6 +7,7 @@ mod demo;
 mod fleet;
 mod local_demo;
 mod progress;
+mod rollout;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -112,17 +113,45 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Show every host the tracker knows: datacenter, last seen, releases, transfer.
+    /// Show every host the tracker knows: datacenter, last seen, releases,
+    /// transfer, and what is stale (off the fleet's target release, not seen
+    /// lately, failed its last audit).
     Status {
-        /// The tracker's address.
+        #[command(flatten)]
+        remote: Remote,
+        /// Exit 1 unless every live agent runs the target release.
         #[arg(long)]
-        tracker: std::net::SocketAddr,
-        /// The tracker's host name (as in its certificate).
+        check: bool,
+        /// Seconds without a report after which a host counts as not seen.
+        #[arg(long, default_value_t = 30)]
+        stale_after: u64,
+    },
+    /// Switch the fleet to a release in batches once every live agent has it
+    /// staged and verified, running each agent's hooks around the switch.
+    Deploy {
+        tag: String,
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        rollout: RolloutArgs,
+    },
+    /// Show the deploy log the tracker keeps: who ran what, when, per host.
+    Log {
+        #[command(flatten)]
+        remote: Remote,
+        /// The last N lines.
+        #[arg(long, default_value_t = 50)]
+        last: u32,
+    },
+    /// Run a command from the current release's directory (resolved, not
+    /// through `current`), holding a lease on it until the command exits: no
+    /// garbage collection removes a leased release.
+    Exec {
         #[arg(long)]
-        tracker_host: String,
-        /// A cluster identity to connect with (`shoal cluster issue`).
-        #[arg(long)]
-        identity: PathBuf,
+        root: PathBuf,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
     },
     /// Deploy keys.
     Key {
@@ -172,21 +201,32 @@ enum Command {
         #[arg(long)]
         root: PathBuf,
     },
-    /// Switch `current` back to the previously active release.
+    /// Switch back to an earlier release: on this host (--root), or across
+    /// the fleet (--tracker), in batches with hooks, to TAG or to each host's
+    /// previous good release. No transfer.
     Rollback {
-        #[arg(long)]
-        root: PathBuf,
+        /// A kept release to go to (fleet only; default: each host's previous).
+        tag: Option<String>,
+        #[arg(long, conflicts_with = "tracker", required_unless_present = "tracker")]
+        root: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+        #[command(flatten)]
+        rollout: RolloutArgs,
     },
-    /// List installed releases.
+    /// List installed releases and the leases on them.
     Releases {
         #[arg(long)]
         root: PathBuf,
     },
-    /// Re-hash an installed release (default: current) and compare it with its manifest.
+    /// Re-hash a release against its manifest: an installed one here (--root,
+    /// default current), or every agent's current release (--tracker).
     Audit {
         tag: Option<String>,
-        #[arg(long)]
-        root: PathBuf,
+        #[arg(long, conflicts_with = "tracker", required_unless_present = "tracker")]
+        root: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Remove old releases and unused chunks, keeping current, previous and the N newest.
     Gc {
@@ -195,6 +235,54 @@ enum Command {
         #[arg(long)]
         keep: usize,
     },
+}
+
+/// How to reach the cluster: the tracker on the deploy host, with a cluster
+/// identity.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Remote {
+    /// The tracker's address.
+    #[arg(long)]
+    pub tracker: Option<std::net::SocketAddr>,
+    /// The tracker's host name (as in its certificate).
+    #[arg(long, requires = "tracker")]
+    pub tracker_host: Option<String>,
+    /// A cluster identity to connect with (`shoal cluster issue`).
+    #[arg(long, requires = "tracker")]
+    pub identity: Option<PathBuf>,
+}
+
+/// How a fleet switches.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RolloutArgs {
+    /// Hosts switched at once: a count (3) or a share of the fleet (10%).
+    #[arg(long, default_value = "10%")]
+    pub batch: shoal_rollout::BatchSize,
+    /// Pause after the canaries and between batches (e.g. 30s, 2m).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Hosts switched first, alone, before a pause (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub canary: Vec<String>,
+    /// Stop and roll back every switched host once this many hosts failed (0: never).
+    #[arg(long, default_value_t = 1)]
+    pub max_failures: usize,
+    /// How long a depooled host drains before its switch.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub drain: std::time::Duration,
+    /// DISRUPTIVE: no depool, no drain: switch and restart at once (still in
+    /// batches). For urgent reverts.
+    #[arg(long)]
+    pub emergency: bool,
+    /// How long to wait for every live agent to stage the release.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub stage_timeout: std::time::Duration,
+    /// How long one host's switch (hooks included) may take.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub host_timeout: std::time::Duration,
+    /// The deploy key's secret file: orders to agents are signed with it.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -108,7 +108,7 @@ enum Seen {
     HandshakeFailed(quinn::ConnectionError),
     NothingWithin,
     Connected,
-    ReadMessage(Msg),
+    ReadMessage(Box<Msg>),
 }
 
 /// Serves one connection attempt on `ep` and reports whether a message got through.
@@ -125,7 +125,7 @@ fn serve_once(ep: quinn::Endpoint) -> tokio::task::JoinHandle<Seen> {
             return Seen::Connected;
         };
         match recv_msg(&mut recv, MAX_CONTROL).await {
-            Ok(Some(m)) => Seen::ReadMessage(m),
+            Ok(Some(m)) => Seen::ReadMessage(Box::new(m)),
             _ => Seen::Connected,
         }
     })

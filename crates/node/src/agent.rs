@@ -104,6 +104,13 @@ pub async fn start_on(
         fault_corrupt_uploads: cfg.fault_corrupt_uploads,
     };
     let node = Node::start(opts, endpoint, None);
+    node.set_orders(Arc::new(crate::orders::Orders::new(
+        &cfg.host,
+        &cfg.dc,
+        root.clone(),
+        trusted.clone(),
+        cfg.hooks.clone(),
+    )));
     for tag in root.installed()? {
         // Installed releases were verified when installed; serve them.
         match root.manifest(&tag, None) {
@@ -206,11 +213,15 @@ async fn poll_once(
     waiting: &mut std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
     listed: &mut std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
 ) -> Result<(), AgentError> {
+    let orders = node.orders();
     let status = HostStatus {
         staged: root.installed()?,
         current: root.current()?,
         transfer: node.transfer(),
         totals: node.totals(),
+        bad: root.bad()?,
+        audit: orders.and_then(|o| o.last_audit()),
+        busy: orders.and_then(|o| o.busy()),
     };
     let reply = node
         .request(tracker, &Msg::Status(status), MAX_CONTROL)
@@ -362,38 +373,16 @@ pub async fn fleet(
     identity: &Identity,
     tracker: std::net::SocketAddr,
     tracker_host: &str,
-) -> Result<Vec<shoal_proto::HostReport>, AgentError> {
-    let bind: std::net::SocketAddr = if tracker.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let endpoint = shoal_net::endpoint(identity, bind, &Tuning::default())?;
-    let conn = shoal_net::connect(&endpoint, tracker, tracker_host).await?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(NodeError::from)?;
-    let hello = shoal_proto::Hello {
-        version: shoal_proto::PROTOCOL_VERSION,
-        role: Role::Client,
-        host: identity.host.clone(),
-        dc: String::new(),
-        listen: None,
-    };
-    shoal_net::send_msg(&mut send, &Msg::Hello(hello)).await?;
-    let answer = shoal_net::recv_msg(&mut recv, MAX_CONTROL).await?;
-    shoal_proto::check_hello(answer.unwrap_or(Msg::Ok)).map_err(NodeError::from)?;
-    let (mut s2, mut r2) = conn.open_bi().await.map_err(NodeError::from)?;
-    shoal_net::send_msg(&mut s2, &Msg::GetFleet).await?;
-    let _ = s2.finish();
-    let reply = shoal_net::recv_msg(&mut r2, MAX_CONTROL).await?;
-    conn.close(0u32.into(), b"done");
-    match reply {
-        Some(Msg::Fleet { hosts }) => Ok(hosts),
-        other => Err(AgentError::Node(NodeError::Peer {
-            host: tracker_host.to_string(),
-            message: format!(
-                "answered GetFleet with {}",
-                other.as_ref().map_or("nothing", |m| m.name())
-            ),
-        })),
+) -> Result<(Vec<shoal_proto::HostReport>, Option<String>), AgentError> {
+    let client = crate::client::Client::new(identity, tracker)?;
+    let conn = client.connect(tracker, tracker_host).await?;
+    let reply = conn
+        .request(&Msg::GetFleet, MAX_CONTROL, Duration::from_secs(10))
+        .await;
+    conn.close();
+    client.close().await;
+    match reply? {
+        Msg::Fleet { hosts, target } => Ok((hosts, target)),
+        other => Err(crate::client::unexpected(tracker_host, "GetFleet", &other).into()),
     }
 }

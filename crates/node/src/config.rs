@@ -57,6 +57,46 @@ pub struct AgentConfig {
     /// Fault injection for tests: serve chunks with corrupted bytes.
     #[serde(default)]
     pub fault_corrupt_uploads: bool,
+    /// Commands run around the switch of `current` during a rollout.
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// The rollout hooks, run in this order: `depool`, the drain wait, the switch,
+/// `restart`, `health` (retried), `repool`. Each is optional. `--emergency`
+/// rollouts skip `depool`, the drain and `repool`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    pub depool: Option<Hook>,
+    pub restart: Option<Hook>,
+    pub health: Option<Hook>,
+    pub repool: Option<Hook>,
+}
+
+/// A command run by `/bin/sh -c`, with the release's tag, id and directory
+/// (and the previous ones) in its environment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    pub command: String,
+    /// Seconds one attempt may take before it is killed and counted failed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_s: f64,
+    /// Further attempts after a failed one (for health checks of a service
+    /// that takes a moment to come up).
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds between attempts.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_s: f64,
+}
+
+fn default_hook_timeout() -> f64 {
+    30.0
+}
+fn default_retry_delay() -> f64 {
+    1.0
 }
 
 fn default_locality() -> bool {

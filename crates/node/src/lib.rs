@@ -11,8 +11,11 @@
 //! that connection; the node keeps running.
 
 pub mod agent;
+pub mod client;
 pub mod config;
+pub mod hooks;
 mod node;
+pub mod orders;
 mod session;
 
 pub use node::{Control, Counters, Node, NodeError, NodeOptions};

@@ -169,6 +169,8 @@ pub struct Node {
     closed: std::sync::atomic::AtomicBool,
     /// When each release fetched by this node was installed and verified.
     installed: tokio::sync::watch::Sender<HashMap<Hash, Instant>>,
+    /// An agent's rollout orders (switch, audit); none on a seed.
+    orders: std::sync::OnceLock<Arc<crate::orders::Orders>>,
 }
 
 impl Node {
@@ -192,6 +194,7 @@ impl Node {
             closed: std::sync::atomic::AtomicBool::new(false),
             dialing: Mutex::new(HashSet::new()),
             installed: tokio::sync::watch::Sender::new(HashMap::new()),
+            orders: std::sync::OnceLock::new(),
         });
         let n = node.clone();
         tokio::spawn(async move {
@@ -205,6 +208,15 @@ impl Node {
             }
         });
         node
+    }
+
+    /// Lets this node carry out rollout orders (agents).
+    pub fn set_orders(&self, orders: Arc<crate::orders::Orders>) {
+        let _ = self.orders.set(orders);
+    }
+
+    pub fn orders(&self) -> Option<&Arc<crate::orders::Orders>> {
+        self.orders.get()
     }
 
     /// Whether `shutdown` was called.
@@ -766,6 +778,10 @@ impl Node {
                     message: format!("no release {id} here"),
                 },
             },
+            m @ (Msg::Order { .. } | Msg::Audit) if self.orders.get().is_some() => {
+                let orders = self.orders.get().expect("checked").clone();
+                orders.handle(m).await
+            }
             other => match &self.control {
                 Some(c) => c.handle(from, other),
                 None => {

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_bundle::Hash;
 
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
 /// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
@@ -63,6 +63,118 @@ pub struct HostStatus {
     pub current: Option<String>,
     pub transfer: Option<Transfer>,
     pub totals: Totals,
+    /// Releases that failed their switch, restart or health check here; no
+    /// rollback without a tag picks them.
+    pub bad: Vec<String>,
+    /// The last audit of the current release.
+    pub audit: Option<AuditSummary>,
+    /// The rollout step running now, e.g. "activating v2".
+    pub busy: Option<String>,
+}
+
+/// One audit of a host's current release.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSummary {
+    pub tag: Option<String>,
+    pub clean: bool,
+    /// What differs from the manifest (the first few), or why the audit failed.
+    pub problems: Vec<String>,
+    pub problem_count: u64,
+    pub at_unix: u64,
+}
+
+/// A rollout step for one agent. Sent as [`Msg::Order`]: postcard bytes signed
+/// by a deploy key, because switching releases is a release decision, not a
+/// transport one (any cluster member can connect; only the deploy key orders).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub host: String,
+    pub action: Action,
+    /// Which rollout this step belongs to (for logs).
+    pub rollout: String,
+    pub issued_unix: u64,
+    pub expires_unix: u64,
+    /// Random; an agent refuses an order it has already carried out.
+    pub nonce: u64,
+}
+
+impl Order {
+    /// The bytes that are signed and sent.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("serializing to a Vec cannot fail")
+    }
+
+    /// Decodes untrusted bytes, refusing trailing ones (what was signed must be
+    /// all there is).
+    pub fn decode(bytes: &[u8]) -> Result<Order, ProtoError> {
+        let (o, rest) = postcard::take_from_bytes::<Order>(bytes)
+            .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(ProtoError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        Ok(o)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Switch to this installed release.
+    Activate {
+        tag: String,
+        id: Hash,
+        restart: Restart,
+        drain_ms: u64,
+    },
+    /// Switch back to the release this host ran before, skipping bad ones.
+    Rollback { restart: Restart, drain_ms: u64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Restart {
+    /// depool, drain, switch, restart, health, repool.
+    Graceful,
+    /// switch, restart, health: no depool and no drain. Disruptive.
+    Emergency,
+}
+
+/// What an agent did with an [`Order`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderReport {
+    pub host: String,
+    pub ok: bool,
+    /// Whether `current` moved (false when the release was already current).
+    pub switched: bool,
+    /// The release current before the order and after it.
+    pub before: Option<String>,
+    pub after: Option<String>,
+    /// The phase that failed (`switch`, `restart`, `health`, ...) and why.
+    pub failed: Option<String>,
+    pub message: String,
+    pub hooks: Vec<HookRun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookRun {
+    pub phase: String,
+    pub ok: bool,
+    pub attempts: u32,
+    pub millis: u64,
+}
+
+/// One line of the deploy log the tracker keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub at_unix_ms: u64,
+    pub rollout: String,
+    /// Who ran it: the operator's user and host.
+    pub who: String,
+    pub what: String,
+    /// The host a per-host line is about.
+    pub host: Option<String>,
+    pub result: String,
 }
 
 /// Counters since the process started.
@@ -130,6 +242,8 @@ pub enum Msg {
     GetFleet,
     Fleet {
         hosts: Vec<HostReport>,
+        /// The release the last rollout aimed the fleet at.
+        target: Option<String>,
     },
     // --- peers ---
     /// Opens a swarm on a peer connection: the sender's chunks of that release.
@@ -168,6 +282,40 @@ pub enum Msg {
         message: String,
     },
     Ok,
+    // --- rollout (added in protocol 3) ---
+    /// Takes (or renews, with the same token) the cluster's deploy lock.
+    Lock {
+        token: u64,
+        holder: String,
+        purpose: String,
+        ttl_s: u32,
+    },
+    Unlock {
+        token: u64,
+    },
+    /// The release the fleet should run, as `shoal status` compares it.
+    SetTarget {
+        tag: String,
+    },
+    Record {
+        entry: Box<LogEntry>,
+    },
+    GetLog {
+        last: u32,
+    },
+    Log {
+        entries: Vec<LogEntry>,
+    },
+    Order {
+        #[serde(with = "serde_bytes")]
+        order: Vec<u8>,
+        key: [u8; 32],
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    OrderDone(Box<OrderReport>),
+    Audit,
+    Audited(Box<AuditSummary>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +365,16 @@ impl Msg {
             Msg::Status(_) => "Status",
             Msg::GetFleet => "GetFleet",
             Msg::Fleet { .. } => "Fleet",
+            Msg::Lock { .. } => "Lock",
+            Msg::Unlock { .. } => "Unlock",
+            Msg::SetTarget { .. } => "SetTarget",
+            Msg::Record { .. } => "Record",
+            Msg::GetLog { .. } => "GetLog",
+            Msg::Log { .. } => "Log",
+            Msg::Order { .. } => "Order",
+            Msg::OrderDone(_) => "OrderDone",
+            Msg::Audit => "Audit",
+            Msg::Audited(_) => "Audited",
             Msg::Bitfield { .. } => "Bitfield",
             Msg::Have { .. } => "Have",
             Msg::Request { .. } => "Request",

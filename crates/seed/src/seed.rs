@@ -34,6 +34,9 @@ pub struct SeedConfig {
     pub upload_limit: u64,
     #[serde(default = "default_slots")]
     pub upload_slots: usize,
+    /// The deploy log (JSON lines; default `STORE/deploy.log`).
+    #[serde(default)]
+    pub deploy_log: Option<PathBuf>,
 }
 
 fn default_slots() -> usize {
@@ -97,7 +100,11 @@ impl Seed {
         }
         let store = ChunkStore::open(&cfg.store)?;
         let listen = shoal_net::local_addr(&endpoint, cfg.listen)?;
-        let tracker = Arc::new(Tracker::new(trusted.clone()));
+        let log = cfg
+            .deploy_log
+            .clone()
+            .unwrap_or_else(|| cfg.store.join("deploy.log"));
+        let tracker = Arc::new(Tracker::new(trusted.clone()).with_log(log));
         let opts = NodeOptions {
             host: cfg.host.clone(),
             dc: cfg.dc.clone(),

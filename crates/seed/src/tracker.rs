@@ -5,10 +5,12 @@
 use shoal_bundle::Hash;
 use shoal_bundle::signing::{TrustedKey, open_signed};
 use shoal_node::Control;
-use shoal_proto::{Hello, HostReport, HostStatus, Msg, PeerInfo, ReleaseAd, Role};
-use std::collections::BTreeMap;
+use shoal_proto::{Hello, HostReport, HostStatus, LogEntry, Msg, PeerInfo, ReleaseAd, Role};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Peers handed out per request.
 const PEER_LIST: usize = 64;
@@ -23,16 +25,36 @@ struct HostEntry {
     status: HostStatus,
 }
 
+/// Deploy log lines kept in memory (the file keeps them all).
+const LOG_KEPT: usize = 10_000;
+/// The longest a deploy lock may be taken for without renewal.
+const MAX_LOCK_TTL_S: u32 = 600;
+
 #[derive(Default)]
 struct State {
     releases: Vec<(ReleaseAd, Arc<Vec<u8>>)>,
     hosts: BTreeMap<String, HostEntry>,
+    lock: Option<DeployLock>,
+    target: Option<String>,
+    log: VecDeque<LogEntry>,
+}
+
+/// One rollout at a time per cluster. A holder renews it while it runs; a
+/// holder that died loses it when the time-to-live runs out.
+struct DeployLock {
+    token: u64,
+    holder: String,
+    purpose: String,
+    since_unix: u64,
+    expires: Instant,
 }
 
 pub struct Tracker {
     trusted: Vec<TrustedKey>,
     state: Mutex<State>,
     policy: Mutex<PeerPolicy>,
+    /// The deploy log's file (JSON lines), if any.
+    log_file: Option<PathBuf>,
 }
 
 /// Whom the tracker lists as peers. Only `Swarm` is for production; the others
@@ -69,7 +91,105 @@ impl Tracker {
             trusted,
             state: Mutex::new(State::default()),
             policy: Mutex::new(PeerPolicy::default()),
+            log_file: None,
         }
+    }
+
+    /// Keeps the deploy log in `path` as JSON lines, reading back what it holds.
+    pub fn with_log(mut self, path: PathBuf) -> Self {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let st = self.state.get_mut().expect("tracker lock");
+            for line in text.lines() {
+                match serde_json::from_str::<LogEntry>(line) {
+                    Ok(e) => st.log.push_back(e),
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "skipping a deploy log line")
+                    }
+                }
+            }
+            while st.log.len() > LOG_KEPT {
+                st.log.pop_front();
+            }
+        }
+        self.log_file = Some(path);
+        self
+    }
+
+    /// The last `n` deploy log lines.
+    pub fn log(&self, n: usize) -> Vec<LogEntry> {
+        let st = self.state.lock().expect("tracker lock");
+        st.log
+            .iter()
+            .skip(st.log.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// The release the fleet should run (as the last rollout set it).
+    pub fn target(&self) -> Option<String> {
+        self.state.lock().expect("tracker lock").target.clone()
+    }
+
+    fn take_lock(
+        &self,
+        st: &mut State,
+        token: u64,
+        holder: String,
+        purpose: String,
+        ttl_s: u32,
+    ) -> Msg {
+        let ttl = Duration::from_secs(u64::from(ttl_s.clamp(1, MAX_LOCK_TTL_S)));
+        if let Some(l) = &st.lock
+            && l.token != token
+            && l.expires > Instant::now()
+        {
+            return Msg::Error {
+                message: format!(
+                    "the deploy lock is held by {} ({}) since {}; it expires in {} s unless renewed",
+                    l.holder,
+                    l.purpose,
+                    utc(l.since_unix),
+                    l.expires
+                        .saturating_duration_since(Instant::now())
+                        .as_secs()
+                ),
+            };
+        }
+        match &mut st.lock {
+            Some(l) if l.token == token => l.expires = Instant::now() + ttl,
+            _ => {
+                tracing::info!(%holder, %purpose, "deploy lock taken");
+                st.lock = Some(DeployLock {
+                    token,
+                    holder,
+                    purpose,
+                    since_unix: unix_now(),
+                    expires: Instant::now() + ttl,
+                });
+            }
+        }
+        Msg::Ok
+    }
+
+    fn record(&self, st: &mut State, entry: LogEntry) -> Msg {
+        if let Some(path) = &self.log_file {
+            let line = serde_json::to_string(&entry).expect("a log entry serializes");
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| writeln!(f, "{line}"));
+            if let Err(e) = written {
+                return Msg::Error {
+                    message: format!("cannot write the deploy log {}: {e}", path.display()),
+                };
+            }
+        }
+        st.log.push_back(entry);
+        if st.log.len() > LOG_KEPT {
+            st.log.pop_front();
+        }
+        Msg::Ok
     }
 
     pub fn set_policy(&self, policy: PeerPolicy) {
@@ -225,9 +345,44 @@ impl Control for Tracker {
                     },
                     Msg::GetPeers { id } => self.peers(&st, from, id),
                     Msg::GetFleet => {
+                        let target = st.target.clone();
                         drop(st);
                         Msg::Fleet {
                             hosts: self.fleet(),
+                            target,
+                        }
+                    }
+                    Msg::Lock {
+                        token,
+                        holder,
+                        purpose,
+                        ttl_s,
+                    } => self.take_lock(&mut st, token, holder, purpose, ttl_s),
+                    Msg::Unlock { token } => {
+                        if st.lock.as_ref().is_some_and(|l| l.token == token) {
+                            tracing::info!("deploy lock released");
+                            st.lock = None;
+                        }
+                        Msg::Ok
+                    }
+                    // Answers with the release, whose id the orders name.
+                    Msg::SetTarget { tag } => {
+                        match st.releases.iter().find(|(a, _)| a.tag == tag) {
+                            Some((ad, _)) => {
+                                let ad = ad.clone();
+                                st.target = Some(tag);
+                                Msg::Releases { releases: vec![ad] }
+                            }
+                            None => Msg::Error {
+                                message: format!("no release {tag:?} was announced"),
+                            },
+                        }
+                    }
+                    Msg::Record { entry } => self.record(&mut st, *entry),
+                    Msg::GetLog { last } => {
+                        drop(st);
+                        Msg::Log {
+                            entries: self.log(last as usize),
                         }
                     }
                     m => Msg::Error {
@@ -236,5 +391,27 @@ impl Control for Tracker {
                 }
             }
         }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `2026-12-01 22:08:42 UTC`.
+pub fn utc(unix: u64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(unix as i64) {
+        Ok(t) => format!(
+            "{}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{unix} (unix time)"),
     }
 }

@@ -35,6 +35,7 @@ fn agent_config(dir: &Path, host: &str, dc: &str, tracker: std::net::SocketAddr)
         poll_ms: 200,
         locality: true,
         fault_corrupt_uploads: false,
+        hooks: Default::default(),
     }
 }
 
@@ -56,6 +57,7 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
         advertise: None,
         upload_limit: 0,
         upload_slots: 16,
+        deploy_log: None,
     };
     let seed = Seed::start(&cfg).await.unwrap();
     let src = d.join("src");

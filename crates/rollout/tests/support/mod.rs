@@ -1,0 +1,253 @@
+//! A seed and agents in one process over real QUIC on loopback, with hooks
+//! that append timestamped lines to one log file.
+
+#![allow(dead_code)]
+
+use shoal_bundle::Root;
+use shoal_bundle::signing::DeployKey;
+use shoal_node::agent;
+use shoal_node::client::Client;
+use shoal_node::config::{AgentConfig, Hook, Hooks};
+use shoal_rollout::{Event, Goal, Options, Report, RolloutError};
+use shoal_seed::seed::{Seed, SeedConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub seed: Seed,
+    pub agents: Vec<(String, Arc<shoal_node::Node>)>,
+    pub src: PathBuf,
+    pub stats: shoal_sample::Stats,
+    pub hook_log: PathBuf,
+}
+
+/// A hook line: `<ns since epoch> <host> <phase> <tag>`.
+fn logging_hook(log: &Path, phase: &str, extra: &str) -> Hook {
+    Hook {
+        command: format!(
+            "printf '%s %s %s %s\\n' \"$(date +%s%N)\" \"$SHOAL_HOST\" {phase} \"$SHOAL_TAG\" >> {}{extra}",
+            log.display()
+        ),
+        timeout_s: 10.0,
+        retries: 0,
+        retry_delay_s: 0.05,
+    }
+}
+
+pub fn agent_config(
+    dir: &Path,
+    host: &str,
+    dc: &str,
+    tracker: std::net::SocketAddr,
+) -> AgentConfig {
+    let cluster = dir.join("cluster");
+    let identity = dir.join(format!("{host}.identity"));
+    if !identity.exists() {
+        shoal_net::cluster::issue(&cluster, host, dc, &identity).unwrap();
+    }
+    let log = dir.join("hooks.log");
+    // Health fails while `fail-<host>-<tag>` exists.
+    let health = logging_hook(
+        &log,
+        "health",
+        &format!(
+            " && test ! -e {}/fail-\"$SHOAL_HOST\"-\"$SHOAL_TAG\"",
+            dir.display()
+        ),
+    );
+    AgentConfig {
+        host: host.into(),
+        dc: dc.into(),
+        root: dir.join(host),
+        identity,
+        trust: vec![cluster.join("deploy.key.pub")],
+        tracker,
+        tracker_host: "seed".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        auto_activate: false,
+        upload_limit: 0,
+        download_limit: 0,
+        upload_slots: 16,
+        reserve: 0,
+        path_bandwidth: 125_000_000,
+        path_rtt_ms: 1,
+        poll_ms: 100,
+        locality: true,
+        fault_corrupt_uploads: false,
+        hooks: Hooks {
+            depool: Some(logging_hook(&log, "depool", "")),
+            restart: Some(logging_hook(&log, "restart", "")),
+            health: Some(health),
+            repool: Some(logging_hook(&log, "repool", "")),
+        },
+    }
+}
+
+impl Fleet {
+    /// `n` agents over three datacenters, release v1 staged everywhere.
+    pub async fn start(n: usize) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cluster = d.join("cluster");
+        shoal_net::cluster::init(&cluster).unwrap();
+        shoal_net::cluster::issue(&cluster, "seed", "dc1", &d.join("seed.identity")).unwrap();
+        shoal_net::cluster::issue(&cluster, "deployer", "dc1", &d.join("deployer.identity"))
+            .unwrap();
+        let cfg = SeedConfig {
+            host: "seed".into(),
+            dc: "dc1".into(),
+            store: d.join("seed-store"),
+            key: cluster.join("deploy.key"),
+            trust: vec![],
+            identity: d.join("seed.identity"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            upload_limit: 0,
+            upload_slots: 16,
+            deploy_log: None,
+        };
+        let seed = Seed::start(&cfg).await.unwrap();
+        let src = d.join("src");
+        let spec = shoal_sample::Spec {
+            files: 40,
+            mean_file: 2000,
+            binaries: vec![200_000],
+            seed: 3,
+        };
+        let stats = shoal_sample::generate(&src, &spec).unwrap();
+        let mut fleet = Fleet {
+            hook_log: d.join("hooks.log"),
+            dir,
+            seed,
+            agents: Vec::new(),
+            src,
+            stats,
+        };
+        fleet.publish("v1");
+        for i in 0..n {
+            fleet.start_agent(i).await;
+        }
+        fleet.wait_staged("v1").await;
+        fleet
+    }
+
+    pub fn host(i: usize) -> String {
+        format!("h{i:02}")
+    }
+
+    pub async fn start_agent(&mut self, i: usize) {
+        let cfg = agent_config(
+            self.dir.path(),
+            &Self::host(i),
+            &format!("dc{}", i % 3 + 1),
+            self.seed.local_addr(),
+        );
+        let node = agent::start(cfg).await.unwrap();
+        self.agents.push((Self::host(i), node));
+    }
+
+    pub fn publish(&mut self, tag: &str) {
+        if tag != "v1" {
+            shoal_sample::edit(&self.src, &self.stats, 5.0, tag.len() as u64).unwrap();
+        }
+        self.seed.publish(&self.src, tag).unwrap();
+    }
+
+    pub fn root(&self, host: &str) -> Root {
+        Root::new(self.dir.path().join(host))
+    }
+
+    pub fn current(&self, host: &str) -> Option<String> {
+        self.root(host).current().unwrap()
+    }
+
+    pub async fn wait_staged(&self, tag: &str) {
+        let start = Instant::now();
+        while !self
+            .agents
+            .iter()
+            .all(|(h, _)| self.root(h).installed().unwrap().iter().any(|t| t == tag))
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{tag} not staged in 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The tracker hears of it at the agents' next report.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    pub fn client(&self) -> Client {
+        let id = shoal_net::Identity::load(&self.dir.path().join("deployer.identity")).unwrap();
+        Client::new(&id, self.seed.local_addr()).unwrap()
+    }
+
+    pub fn key(&self) -> DeployKey {
+        DeployKey::load(&self.dir.path().join("cluster").join("deploy.key")).unwrap()
+    }
+
+    pub fn fail_health(&self, host: &str, tag: &str) {
+        std::fs::write(self.dir.path().join(format!("fail-{host}-{tag}")), "").unwrap();
+    }
+
+    pub async fn rollout(&self, goal: Goal, opts: &Options) -> Result<Report, RolloutError> {
+        let client = self.client();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let r = shoal_rollout::run(
+            &client,
+            self.seed.local_addr(),
+            "seed",
+            &self.key(),
+            goal,
+            opts,
+            rx,
+            &mut |_e: Event| {},
+        )
+        .await;
+        client.close().await;
+        r
+    }
+
+    /// The hook log: (seconds since the first line, host, phase, tag).
+    pub fn hook_lines(&self) -> Vec<(f64, String, String, String)> {
+        let text = std::fs::read_to_string(&self.hook_log).unwrap_or_default();
+        let mut lines: Vec<(u128, String, String, String)> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (
+                    f[0].parse().unwrap(),
+                    f[1].into(),
+                    f[2].into(),
+                    f.get(3).unwrap_or(&"").to_string(),
+                )
+            })
+            .collect();
+        lines.sort_by_key(|l| l.0);
+        let t0 = lines.first().map_or(0, |l| l.0);
+        lines
+            .into_iter()
+            .map(|(t, h, p, tag)| ((t - t0) as f64 / 1e9, h, p, tag))
+            .collect()
+    }
+
+    pub fn clear_hook_log(&self) {
+        let _ = std::fs::remove_file(&self.hook_log);
+    }
+}
+
+pub fn opts(batch: &str) -> Options {
+    Options {
+        batch: batch.parse().unwrap(),
+        interval: Duration::from_millis(400),
+        drain: Duration::from_millis(100),
+        stage_timeout: Duration::from_secs(60),
+        host_timeout: Duration::from_secs(30),
+        who: "test@deployer".into(),
+        ..Default::default()
+    }
+}
