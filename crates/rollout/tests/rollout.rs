@@ -286,3 +286,80 @@ async fn of_two_concurrent_rollouts_exactly_one_proceeds() {
             .ok
     );
 }
+
+/// An agent obeys only orders signed by a trusted deploy key, addressed to
+/// it, unexpired, and not seen before; holding a cluster certificate is not
+/// enough to switch a host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_refuse_forged_misaddressed_expired_and_replayed_orders() {
+    use shoal_proto::{Action, MAX_CONTROL, Msg, Order, Restart};
+    use std::time::Duration;
+    let f = Fleet::start(2).await;
+    let id = f.root("h00").installed_id("v1").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let order = |host: &str, issued: u64, expires: u64, nonce: u64| Order {
+        host: host.into(),
+        action: Action::Activate {
+            tag: "v1".into(),
+            id,
+            restart: Restart::Emergency,
+            drain_ms: 0,
+        },
+        rollout: "test".into(),
+        issued_unix: issued,
+        expires_unix: expires,
+        nonce,
+    };
+    let signed = |o: &Order, key: &shoal_bundle::signing::DeployKey| {
+        let bytes = o.encode();
+        let (key, signature) = key.sign_order(&bytes);
+        Msg::Order {
+            order: bytes,
+            key,
+            signature,
+        }
+    };
+    let client = f.client();
+    let addr = f.agents[0].1.endpoint.local_addr().unwrap();
+    let conn = client.connect(addr, "h00").await.unwrap();
+    let send = |m: Msg| {
+        let conn = &conn;
+        async move { conn.request(&m, MAX_CONTROL, Duration::from_secs(10)).await }
+    };
+    let deploy = f.key();
+    let stranger = shoal_bundle::signing::DeployKey::generate().unwrap();
+    let refused = |r: Result<Msg, shoal_node::NodeError>, why: &str| match r {
+        Err(e) => assert!(e.to_string().contains(why), "{e}"),
+        Ok(m) => panic!("expected a refusal ({why}), got {m:?}"),
+    };
+    refused(
+        send(signed(&order("h00", now, now + 60, 1), &stranger)).await,
+        "not signed by a trusted deploy key",
+    );
+    // A valid signature over other bytes.
+    let Msg::Order { key, signature, .. } = signed(&order("h00", now, now + 60, 2), &deploy) else {
+        unreachable!()
+    };
+    let tampered = Msg::Order {
+        order: order("h00", now, now + 3000, 2).encode(),
+        key,
+        signature,
+    };
+    refused(send(tampered).await, "not signed by a trusted deploy key");
+    refused(send(signed(&order("h01", now, now + 60, 3), &deploy)).await, "is for");
+    refused(send(signed(&order("h00", now - 600, now - 300, 4), &deploy)).await, "expired");
+    refused(send(signed(&order("h00", now + 3600, now + 3660, 5), &deploy)).await, "future");
+    let good = signed(&order("h00", now, now + 60, 6), &deploy);
+    match send(good.clone()).await.unwrap() {
+        Msg::OrderDone(r) => assert!(r.ok && r.switched && r.after.as_deref() == Some("v1"), "{r:?}"),
+        m => panic!("{m:?}"),
+    }
+    refused(send(good).await, "replay");
+    assert_eq!(f.current("h00").as_deref(), Some("v1"));
+    assert_eq!(f.current("h01"), None, "no order reached h01");
+    conn.close();
+    client.close().await;
+}
