@@ -72,6 +72,14 @@ pub struct StrategyResult {
     /// What the audit found wrong, one line each.
     #[serde(default)]
     pub audit_findings: Vec<String>,
+    /// Seconds `shoal rollback` took to switch every host back to the first
+    /// release (batches of 25%), if it ran.
+    #[serde(default)]
+    pub rollback_s: Option<f64>,
+    #[serde(default)]
+    pub rollback_hosts_back: Option<usize>,
+    #[serde(default)]
+    pub rollback_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -305,6 +313,21 @@ impl Report {
         }
         writeln!(out)?;
         write_grid(out, &rows)?;
+        for s in &self.strategies {
+            if let (Some(t), Some(back)) = (s.rollback_s, s.rollback_hosts_back) {
+                writeln!(
+                    out,
+                    "fleet rollback ({}, `shoal rollback` in batches of 25%): {back}/{} hosts back on the first release in {}{}",
+                    s.strategy,
+                    s.hosts_total,
+                    secs(t),
+                    s.rollback_error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
         for s in self
             .strategies
             .iter()

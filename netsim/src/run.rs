@@ -39,6 +39,20 @@ pub struct Scenario {
     pub audit: bool,
     /// Keep the hosts' roots after each strategy (they are removed otherwise).
     pub keep: bool,
+    /// After the last release (shoal strategy only), roll the whole fleet back
+    /// to the first one with the real rollout code, from the deploy host, in
+    /// batches of a quarter of the fleet, and time it.
+    pub rollback: bool,
+}
+
+/// The fleet rollback at the end of a run.
+#[derive(Clone, Debug)]
+pub struct RollbackRun {
+    pub seconds: f64,
+    pub batches: usize,
+    /// Hosts whose `current` is the first release afterwards.
+    pub hosts_back: usize,
+    pub error: Option<String>,
 }
 
 /// Progress, for a progress bar or log lines.
@@ -102,6 +116,7 @@ pub struct StrategyRun {
     pub audit_findings: Vec<String>,
     /// Share of all cores busy during the strategy's phases.
     pub cpu_busy: f64,
+    pub rollback: Option<RollbackRun>,
 }
 
 /// The whole run.
@@ -183,6 +198,11 @@ async fn run_strategy(
     } else {
         (None, Vec::new())
     };
+    let rollback = if s.rollback && k == Strategy::Shoal && last_tag == SECOND_TAG {
+        Some(fleet_rollback(s, p, &fleet).await)
+    } else {
+        None
+    };
     stop_fleet(fleet).await;
     Ok(StrategyRun {
         strategy: k,
@@ -191,6 +211,7 @@ async fn run_strategy(
         audited_ok,
         audit_findings,
         cpu_busy,
+        rollback,
     })
 }
 
@@ -396,6 +417,62 @@ async fn audit_fleet(fleet: &Fleet, tag: &str) -> (usize, Vec<String>) {
     })
     .await;
     checked.unwrap_or_else(|e| (0, vec![format!("audit task failed: {e}")]))
+}
+
+/// `shoal rollback` of the whole fleet, run from the deploy host's endpoint
+/// (as the command would run there), over the simulated network.
+async fn fleet_rollback(s: &Scenario, p: &Prepared, fleet: &Fleet) -> RollbackRun {
+    let seed_host = s.topology.seed();
+    let client = shoal_node::client::Client::on(fleet.seed.node.endpoint.clone(), &seed_host.name);
+    let opts = shoal_rollout::Options {
+        batch: shoal_rollout::BatchSize::Percent(25.0),
+        interval: Duration::ZERO,
+        drain: Duration::ZERO,
+        stage_timeout: Duration::from_secs(30),
+        host_timeout: Duration::from_secs(30),
+        who: "netsim@deploy-host".into(),
+        ..Default::default()
+    };
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let t0 = Instant::now();
+    let result = match shoal_bundle::signing::DeployKey::load(&p.cluster.join("deploy.key")) {
+        Ok(key) => shoal_rollout::run(
+            &client,
+            seed_host.addr,
+            &seed_host.name,
+            &key,
+            shoal_rollout::Goal::Rollback(None),
+            &opts,
+            rx,
+            &mut |_| {},
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    let hosts_back = fleet
+        .agents
+        .iter()
+        .filter(|(_, root)| root.current().ok().flatten().as_deref() == Some(FIRST_TAG))
+        .count();
+    match result {
+        Ok(r) => RollbackRun {
+            seconds,
+            batches: r.batches_run,
+            hosts_back,
+            error: (!r.ok).then(|| {
+                r.stopped
+                    .unwrap_or_else(|| format!("{} failure(s)", r.failures))
+            }),
+        },
+        Err(e) => RollbackRun {
+            seconds,
+            batches: 0,
+            hosts_back,
+            error: Some(e),
+        },
+    }
 }
 
 async fn stop_fleet(fleet: Fleet) {

@@ -126,6 +126,9 @@ fn strategy_result(
         delta_t_all_s: r.delta.as_ref().and_then(Phase::t_all),
         audit_ok: r.audited_ok,
         audit_findings: r.audit_findings.clone(),
+        rollback_s: r.rollback.as_ref().map(|b| b.seconds),
+        rollback_hosts_back: r.rollback.as_ref().map(|b| b.hosts_back),
+        rollback_error: r.rollback.as_ref().and_then(|b| b.error.clone()),
     }
 }
 

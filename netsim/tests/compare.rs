@@ -1,6 +1,7 @@
 //! A small shoal-vs-central run over the simulated network (real seed, tracker,
-//! agents and QUIC): every host ends verified, active and audited clean, and
-//! shoal moves fewer bytes across datacenters than central does.
+//! agents and QUIC): every host ends verified, active and audited clean, the
+//! fleet rolls back, and shoal moves fewer bytes across datacenters than
+//! central does.
 
 use shoal_netsim::prepare::Source;
 use shoal_netsim::run::{Scenario, run};
@@ -26,6 +27,7 @@ fn shoal_crosses_less_than_central_and_every_host_verifies() {
         work: work.path().to_path_buf(),
         seed: 3,
         audit: true,
+        rollback: true,
         keep: false,
     };
     let outcome = run(&scenario, &|_| {}).unwrap();
@@ -39,6 +41,24 @@ fn shoal_crosses_less_than_central_and_every_host_verifies() {
         .filter(|(i, _)| *i != scenario.topology.seed().dc)
         .map(|(_, d)| d.name.as_str())
         .collect();
+    // The fleet rolls back to the first release over the same network, from
+    // the deploy host, with the real rollout code (shoal strategy only).
+    let shoal = r.strategies.iter().find(|s| s.strategy == "shoal").unwrap();
+    assert_eq!(
+        shoal.rollback_hosts_back,
+        Some(hosts),
+        "{:?}",
+        shoal.rollback_error
+    );
+    assert!(shoal.rollback_error.is_none(), "{:?}", shoal.rollback_error);
+    assert!(
+        r.strategies
+            .iter()
+            .find(|s| s.strategy == "central")
+            .unwrap()
+            .rollback_s
+            .is_none()
+    );
     for s in &r.strategies {
         assert_eq!(s.hosts_verified, hosts, "{}: {s:?}", s.strategy);
         assert_eq!(

@@ -178,6 +178,7 @@ pub fn run(args: BenchArgs, json: bool) -> Result<std::process::ExitCode> {
         work,
         seed: args.seed,
         audit: false,
+        rollback: true,
         keep: args.keep,
     };
     let report = simulate(&scenario, json)?;

@@ -36,13 +36,15 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
         work,
         seed: 1,
         audit: true,
+        rollback: true,
         keep: dir.is_some(),
     };
     let report = simulate(&scenario, json)?;
-    let ok = report
-        .strategies
-        .iter()
-        .all(|s| s.hosts_verified == s.hosts_total && s.audit_ok == Some(s.hosts_total));
+    let ok = report.strategies.iter().all(|s| {
+        s.hosts_verified == s.hosts_total
+            && s.audit_ok == Some(s.hosts_total)
+            && s.rollback_hosts_back.is_none_or(|n| n == s.hosts_total)
+    });
     if json {
         println!("{}", report.to_json());
     } else {
@@ -50,9 +52,9 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
         println!(
             "\n{} in {:.1} s",
             if ok {
-                "every host verified, activated and audited clean"
+                "every host verified, activated, audited clean and rolled back"
             } else {
-                "NOT every host ended verified, active and clean"
+                "NOT every host ended verified, active, clean and rolled back"
             },
             started.elapsed().as_secs_f64()
         );

@@ -14,7 +14,10 @@ use support::{Env, cmd, current_name, run_ok};
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -107,7 +110,10 @@ fn a_job_keeps_its_tree_across_activations_and_gc_until_it_exits() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "v1");
     assert_eq!(lines[1], "v1", "the job read another release: {text}");
-    assert!(lines[2].ends_with("releases/v1"), "ran outside its release: {text}");
+    assert!(
+        lines[2].ends_with("releases/v1"),
+        "ran outside its release: {text}"
+    );
 
     // Gone with the job: no lease left, and v1 is collected.
     assert!(releases(&root)["leases"].as_array().unwrap().is_empty());
@@ -134,7 +140,10 @@ fn a_killed_holders_lease_is_dead_and_does_not_keep_its_release() {
     release(&env, &root, "v3");
     let g = gc_keep_1(&root);
     assert_eq!(g["removed"], serde_json::json!(["v1"]), "{g}");
-    assert!(releases(&root)["leases"].as_array().unwrap().is_empty(), "the dead lease is cleared");
+    assert!(
+        releases(&root)["leases"].as_array().unwrap().is_empty(),
+        "the dead lease is cleared"
+    );
 }
 
 #[test]
@@ -157,5 +166,8 @@ fn exec_without_a_current_release_is_a_clear_error() {
     .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no current release") || err.contains("current"), "{err}");
+    assert!(
+        err.contains("no current release") || err.contains("current"),
+        "{err}"
+    );
 }

@@ -57,7 +57,9 @@ fn deploy(lab: &Lab, tag: &str, extra: &[&str]) -> (bool, Value) {
 }
 
 fn check(lab: &Lab) -> bool {
-    shoal(lab, &["status", "--check", "--json"]).status.success()
+    shoal(lab, &["status", "--check", "--json"])
+        .status
+        .success()
 }
 
 #[test]
@@ -86,18 +88,26 @@ fn deploy_status_check_log_and_fleet_audit() {
             let a = lab.agent(h, &format!("dc{}", i % 2 + 1), &extra);
             // Staged only: deploys switch them.
             let text = fs::read_to_string(&a.config).unwrap();
-            fs::write(&a.config, text.replace("auto_activate = true", "auto_activate = false"))
-                .unwrap();
+            fs::write(
+                &a.config,
+                text.replace("auto_activate = true", "auto_activate = false"),
+            )
+            .unwrap();
             a
         })
         .collect();
     let mut procs: Vec<Proc> = agents[..2].iter().map(|a| lab.start_agent(a)).collect();
     wait_for("a1 and a2 to stage v1", WAIT, || {
         let st = lab.status().ok_or("no status")?;
-        let staged = ["a1", "a2"]
-            .iter()
-            .all(|h| st.get(*h).is_some_and(|s| s["staged"].to_string().contains("v1")));
-        if staged { Ok(()) } else { Err(format!("{st:?}")) }
+        let staged = ["a1", "a2"].iter().all(|h| {
+            st.get(*h)
+                .is_some_and(|s| s["staged"].to_string().contains("v1"))
+        });
+        if staged {
+            Ok(())
+        } else {
+            Err(format!("{st:?}"))
+        }
     });
     assert!(!check(&lab), "nothing is active yet");
     let (ok, report) = deploy(&lab, "v1", &[]);
@@ -105,9 +115,16 @@ fn deploy_status_check_log_and_fleet_audit() {
     assert_eq!(report["batches_run"], 2, "{report}");
     assert_eq!(current(&agents[0].root).as_deref(), Some("v1"));
     let log = fs::read_to_string(&hooks).unwrap();
-    assert!(log.contains("a1 depool v1") && log.contains("a2 repool v1"), "{log}");
+    assert!(
+        log.contains("a1 depool v1") && log.contains("a2 repool v1"),
+        "{log}"
+    );
     wait_for("status --check to pass", WAIT, || {
-        if check(&lab) { Ok(()) } else { Err("not converged".to_string()) }
+        if check(&lab) {
+            Ok(())
+        } else {
+            Err("not converged".to_string())
+        }
     });
 
     // A third host joins late: it stages v1 but runs nothing, so it is stale
@@ -123,14 +140,23 @@ fn deploy_status_check_log_and_fleet_audit() {
     assert!(!check(&lab), "a3 runs nothing: --check must fail");
     let st = shoal(&lab, &["status", "--json"]);
     let v: Value = serde_json::from_slice(&st.stdout).unwrap();
-    let a3 = v["hosts"].as_array().unwrap().iter().find(|h| h["host"] == "a3").unwrap();
+    let a3 = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "a3")
+        .unwrap();
     assert_eq!(a3["stale"], true, "{a3}");
     let (ok, report) = deploy(&lab, "v1", &[]);
     assert!(ok, "{report}");
     assert_eq!(report["skipped"]["a1"], "already on v1", "{report}");
     assert_eq!(report["batches_run"], 1, "only a3 switches: {report}");
     wait_for("status --check to pass again", WAIT, || {
-        if check(&lab) { Ok(()) } else { Err("not converged".to_string()) }
+        if check(&lab) {
+            Ok(())
+        } else {
+            Err("not converged".to_string())
+        }
     });
 
     // The deploy log names both rollouts and every switched host.
@@ -138,15 +164,25 @@ fn deploy_status_check_log_and_fleet_audit() {
     assert!(out.status.success());
     let log: Value = serde_json::from_slice(&out.stdout).unwrap();
     let entries = log["entries"].as_array().unwrap();
-    let completed = entries.iter().filter(|e| e["result"] == "completed").count();
+    let completed = entries
+        .iter()
+        .filter(|e| e["result"] == "completed")
+        .count();
     assert_eq!(completed, 2, "{log}");
     for h in ["a1", "a2", "a3"] {
-        assert!(entries.iter().any(|e| e["host"] == h), "{h} not in the log: {log}");
+        assert!(
+            entries.iter().any(|e| e["host"] == h),
+            "{h} not in the log: {log}"
+        );
     }
 
     // Fleet audit: clean, then one tampered file on a2 is found.
     let out = shoal(&lab, &["audit", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let victim = fs::read_dir(agents[1].root.join("current"))
         .unwrap()
         .flatten()
@@ -159,7 +195,10 @@ fn deploy_status_check_log_and_fleet_audit() {
     fs::set_permissions(&victim, perm).unwrap();
     fs::write(&victim, "tampered").unwrap();
     let out = shoal(&lab, &["audit", "--json"]);
-    assert!(!out.status.success(), "a tampered tree must fail the fleet audit");
+    assert!(
+        !out.status.success(),
+        "a tampered tree must fail the fleet audit"
+    );
     let a: Value = serde_json::from_slice(&out.stdout).unwrap();
     let hosts = a["hosts"].as_array().unwrap();
     let bad: Vec<&Value> = hosts.iter().filter(|h| h["clean"] != true).collect();

@@ -562,14 +562,21 @@ impl Node {
                 replaced = Some(old_peer.conn.clone());
             }
             st.peers.insert(id, peer.clone());
-            st.by_host.insert(hello.host.clone(), id);
-            (
-                st.releases
-                    .iter()
-                    .map(|(k, v)| (*k, v.clone()))
-                    .collect::<Vec<_>>(),
-                st.sessions.values().cloned().collect::<Vec<_>>(),
-            )
+            if hello.role == Role::Client {
+                // A command-line client (status, deploy, audit) only sends
+                // requests: it is no swarm peer and stands for no host's
+                // peer connection.
+                (Vec::new(), Vec::new())
+            } else {
+                st.by_host.insert(hello.host.clone(), id);
+                (
+                    st.releases
+                        .iter()
+                        .map(|(k, v)| (*k, v.clone()))
+                        .collect::<Vec<_>>(),
+                    st.sessions.values().cloned().collect::<Vec<_>>(),
+                )
+            }
         };
         if let Some(old) = replaced {
             old.close(0u32.into(), b"duplicate connection");

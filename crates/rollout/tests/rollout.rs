@@ -349,12 +349,24 @@ async fn agents_refuse_forged_misaddressed_expired_and_replayed_orders() {
         signature,
     };
     refused(send(tampered).await, "not signed by a trusted deploy key");
-    refused(send(signed(&order("h01", now, now + 60, 3), &deploy)).await, "is for");
-    refused(send(signed(&order("h00", now - 600, now - 300, 4), &deploy)).await, "expired");
-    refused(send(signed(&order("h00", now + 3600, now + 3660, 5), &deploy)).await, "future");
+    refused(
+        send(signed(&order("h01", now, now + 60, 3), &deploy)).await,
+        "is for",
+    );
+    refused(
+        send(signed(&order("h00", now - 600, now - 300, 4), &deploy)).await,
+        "expired",
+    );
+    refused(
+        send(signed(&order("h00", now + 3600, now + 3660, 5), &deploy)).await,
+        "future",
+    );
     let good = signed(&order("h00", now, now + 60, 6), &deploy);
     match send(good.clone()).await.unwrap() {
-        Msg::OrderDone(r) => assert!(r.ok && r.switched && r.after.as_deref() == Some("v1"), "{r:?}"),
+        Msg::OrderDone(r) => assert!(
+            r.ok && r.switched && r.after.as_deref() == Some("v1"),
+            "{r:?}"
+        ),
         m => panic!("{m:?}"),
     }
     refused(send(good).await, "replay");
