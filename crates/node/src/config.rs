@@ -141,3 +141,29 @@ impl AgentConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's `agent.toml` example is a valid config, hooks included.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("# agent.toml\n")
+            .expect("an agent.toml example");
+        let block = &readme[start..];
+        let block = &block[..block.find("```").expect("end of the block")];
+        let cfg: AgentConfig = toml::from_str(block).expect("the example parses");
+        assert_eq!(cfg.host, "web-17");
+        assert!(!cfg.auto_activate);
+        let health = cfg.hooks.health.expect("a health hook");
+        assert_eq!(health.retries, 10);
+        assert!(cfg.hooks.depool.is_some() && cfg.hooks.repool.is_some());
+        assert!(
+            toml::from_str::<AgentConfig>(&format!("{block}\n[hooks.typo]\ncommand = \"x\"\n"))
+                .is_err()
+        );
+    }
+}
