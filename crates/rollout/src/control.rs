@@ -320,7 +320,7 @@ impl Rollout<'_> {
         let mut batches_run = 0;
         for (i, batch) in plan.iter().enumerate() {
             if *stop.borrow() {
-                stopped = Some("interrupted before batch {i}".replace("{i}", &(i + 1).to_string()));
+                stopped = Some(format!("interrupted before batch {}", i + 1));
                 break;
             }
             on_event(Event::Batch {

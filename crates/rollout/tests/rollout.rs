@@ -375,3 +375,48 @@ async fn agents_refuse_forged_misaddressed_expired_and_replayed_orders() {
     conn.close();
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_lets_the_running_batch_finish_and_starts_no_other() {
+    let mut f = Fleet::start(6).await;
+    assert!(
+        f.rollout(Goal::Deploy("v1".into()), &opts("100%"))
+            .await
+            .unwrap()
+            .ok
+    );
+    f.publish("v2");
+    f.wait_staged("v2").await;
+    let mut o = opts("2");
+    o.canary = vec!["h04".into()];
+    // Interrupted as the second batch (the first after the canary) starts.
+    let r = f
+        .rollout_stopping_at(Goal::Deploy("v2".into()), &o, 1)
+        .await
+        .unwrap();
+    assert!(!r.ok);
+    assert!(
+        r.stopped.as_deref().unwrap().contains("interrupted"),
+        "{r:?}"
+    );
+    assert_eq!(r.batches_run, 2, "the running batch finishes");
+    assert_eq!(
+        r.hosts[0].report.host, "h04",
+        "the canary goes first, alone"
+    );
+    assert_eq!(r.hosts[0].batch, 0);
+    let on_v2: Vec<&str> = r
+        .running
+        .iter()
+        .filter(|(_, t)| t.as_deref() == Some("v2"))
+        .map(|(h, _)| h.as_str())
+        .collect();
+    assert_eq!(on_v2.len(), 3, "canary + one batch of two: {:?}", r.running);
+    assert!(
+        r.rolled_back.is_empty(),
+        "an interrupt is no failure: nothing is rolled back"
+    );
+    for (h, t) in &r.running {
+        assert_eq!(&f.current(h), t, "the report says what {h} runs");
+    }
+}

@@ -27,7 +27,7 @@ pub struct Fleet {
 fn logging_hook(log: &Path, phase: &str, extra: &str) -> Hook {
     Hook {
         command: format!(
-            "printf '%s %s %s %s\\n' \"$(date +%s%N)\" \"$SHOAL_HOST\" {phase} \"$SHOAL_TAG\" >> {}{extra}",
+            "printf '%s %s %s %s %s\\n' \"$(date +%s%N)\" \"$SHOAL_HOST\" {phase} \"$SHOAL_TAG\" \"$SHOAL_PREVIOUS_TAG\" >> {}{extra}",
             log.display()
         ),
         timeout_s: 10.0,
@@ -195,8 +195,18 @@ impl Fleet {
     }
 
     pub async fn rollout(&self, goal: Goal, opts: &Options) -> Result<Report, RolloutError> {
+        self.rollout_stopping_at(goal, opts, usize::MAX).await
+    }
+
+    /// A rollout that is interrupted (as by Ctrl-C) once batch `stop_at` starts.
+    pub async fn rollout_stopping_at(
+        &self,
+        goal: Goal,
+        opts: &Options,
+        stop_at: usize,
+    ) -> Result<Report, RolloutError> {
         let client = self.client();
-        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let (tx, rx) = tokio::sync::watch::channel(false);
         let r = shoal_rollout::run(
             &client,
             self.seed.local_addr(),
@@ -205,11 +215,32 @@ impl Fleet {
             goal,
             opts,
             rx,
-            &mut |_e: Event| {},
+            &mut |e: Event| {
+                if let Event::Batch { index, .. } = e
+                    && index >= stop_at
+                {
+                    let _ = tx.send(true);
+                }
+            },
         )
         .await;
         client.close().await;
         r
+    }
+
+    /// The previous release each hook line named, by (host, phase).
+    pub fn hook_previous(&self) -> Vec<(String, String, String)> {
+        let text = std::fs::read_to_string(&self.hook_log).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                (
+                    f[1].into(),
+                    f[2].into(),
+                    f.get(4).unwrap_or(&"").to_string(),
+                )
+            })
+            .collect()
     }
 
     /// The hook log: (seconds since the first line, host, phase, tag).
