@@ -34,7 +34,10 @@ fn forty_eight_hosts_roll_back_in_under_five_seconds() {
     let r = report(&scenario, &outcome);
     let s = &r.strategies[0];
     assert_eq!(s.hosts_verified, 48, "{s:?}");
-    assert!(s.delta_t_all_s.is_some(), "the second release did not reach every host");
+    assert!(
+        s.delta_t_all_s.is_some(),
+        "the second release did not reach every host"
+    );
     println!(
         "fleet rollback of 48 hosts: {:.2} s, {:?} back, error {:?}",
         s.rollback_s.unwrap_or(f64::NAN),

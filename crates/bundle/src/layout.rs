@@ -197,35 +197,31 @@ impl Root {
 
     /// Tags in activation order, oldest first.
     pub fn history(&self) -> Result<Vec<String>> {
-        let path = self.history_file();
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(s
-                .lines()
-                .filter(|l| tag::validate(l).is_ok())
-                .map(String::from)
-                .collect()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e).at(&path),
-        }
+        read_tags(&self.history_file())
     }
 
     /// Releases marked bad on this host (a rollout step failed on them).
     pub fn bad(&self) -> Result<Vec<String>> {
-        let path = self.bad_file();
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(s
-                .lines()
-                .filter(|l| tag::validate(l).is_ok())
-                .map(String::from)
-                .collect()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e).at(&path),
-        }
+        read_tags(&self.bad_file())
     }
 
     /// The id of an installed release (its signature was checked at install).
     pub fn installed_id(&self, tag: &str) -> Result<Hash> {
         Ok(self.manifest(tag, None)?.id)
+    }
+}
+
+/// A file of one tag per line (lines that are no valid tag are skipped); a
+/// missing file is an empty list.
+fn read_tags(path: &Path) -> Result<Vec<String>> {
+    match fs::read_to_string(path) {
+        Ok(s) => Ok(s
+            .lines()
+            .filter(|l| tag::validate(l).is_ok())
+            .map(String::from)
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).at(path),
     }
 }
 

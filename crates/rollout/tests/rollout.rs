@@ -28,14 +28,7 @@ fn max_depooled(lines: &[(f64, String, String, String)]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_hosts_in_batches_of_three_with_pauses_then_a_fleet_rollback() {
-    let mut f = Fleet::start(12).await;
-    let first = f
-        .rollout(Goal::Deploy("v1".into()), &opts("100%"))
-        .await
-        .unwrap();
-    assert!(first.ok, "{first:#?}");
-    f.publish("v2");
-    f.wait_staged("v2").await;
+    let f = Fleet::on_v1_with_v2_staged(12).await;
     f.clear_hook_log();
     let o = opts("3");
     let r = f.rollout(Goal::Deploy("v2".into()), &o).await.unwrap();
@@ -120,15 +113,7 @@ async fn twelve_hosts_in_batches_of_three_with_pauses_then_a_fleet_rollback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_health_check_reverts_the_host_and_stops_the_rollout() {
-    let mut f = Fleet::start(12).await;
-    assert!(
-        f.rollout(Goal::Deploy("v1".into()), &opts("100%"))
-            .await
-            .unwrap()
-            .ok
-    );
-    f.publish("v2");
-    f.wait_staged("v2").await;
+    let f = Fleet::on_v1_with_v2_staged(12).await;
     // Batches interleave datacenters: h00-h02, then h03-h05, ...
     f.fail_health("h05", "v2");
     f.clear_hook_log();
@@ -203,15 +188,7 @@ async fn a_failed_health_check_reverts_the_host_and_stops_the_rollout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_mode_skips_depool_and_drain_but_still_batches() {
-    let mut f = Fleet::start(6).await;
-    assert!(
-        f.rollout(Goal::Deploy("v1".into()), &opts("100%"))
-            .await
-            .unwrap()
-            .ok
-    );
-    f.publish("v2");
-    f.wait_staged("v2").await;
+    let f = Fleet::on_v1_with_v2_staged(6).await;
     f.clear_hook_log();
     let mut o = opts("2");
     o.emergency = true;
@@ -246,15 +223,7 @@ async fn emergency_mode_skips_depool_and_drain_but_still_batches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_concurrent_rollouts_exactly_one_proceeds() {
-    let mut f = Fleet::start(3).await;
-    assert!(
-        f.rollout(Goal::Deploy("v1".into()), &opts("100%"))
-            .await
-            .unwrap()
-            .ok
-    );
-    f.publish("v2");
-    f.wait_staged("v2").await;
+    let f = Fleet::on_v1_with_v2_staged(3).await;
     let mut a = opts("1");
     a.who = "alice@deploy1".into();
     let mut b = opts("1");
@@ -378,15 +347,7 @@ async fn agents_refuse_forged_misaddressed_expired_and_replayed_orders() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupt_lets_the_running_batch_finish_and_starts_no_other() {
-    let mut f = Fleet::start(6).await;
-    assert!(
-        f.rollout(Goal::Deploy("v1".into()), &opts("100%"))
-            .await
-            .unwrap()
-            .ok
-    );
-    f.publish("v2");
-    f.wait_staged("v2").await;
+    let f = Fleet::on_v1_with_v2_staged(6).await;
     let mut o = opts("2");
     o.canary = vec!["h04".into()];
     // Interrupted as the second batch (the first after the canary) starts.

@@ -134,6 +134,19 @@ impl Fleet {
         fleet
     }
 
+    /// `n` agents running v1 (deployed by a rollout), with v2 staged.
+    pub async fn on_v1_with_v2_staged(n: usize) -> Fleet {
+        let mut f = Fleet::start(n).await;
+        let first = f
+            .rollout(Goal::Deploy("v1".into()), &opts("100%"))
+            .await
+            .unwrap();
+        assert!(first.ok, "{first:#?}");
+        f.publish("v2");
+        f.wait_staged("v2").await;
+        f
+    }
+
     pub fn host(i: usize) -> String {
         format!("h{i:02}")
     }
