@@ -238,6 +238,7 @@ async fn start_fleet(
         upload_limit: 0,
         upload_slots: 32,
         deploy_log: None,
+        metrics: None,
     };
     let identity = Identity::load(&p.identities[0])?;
     let tuning = Tuning::for_path(seed_host.upload, rtt);
@@ -266,6 +267,7 @@ async fn start_fleet(
             poll_ms: 100,
             locality: k.locality(),
             fault_corrupt_uploads: false,
+            metrics: None,
             hooks: Default::default(),
         };
         let root = Root::new(&cfg.root);

@@ -68,6 +68,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => crate::rollout::deploy(shoal_rollout::Goal::Deploy(tag), &remote, &rollout, json),
         Command::Log { remote, last } => crate::rollout::log(&remote, last, json),
         Command::Exec { root, command } => crate::rollout::exec(&root, &command),
+        Command::Config {
+            command: crate::ConfigCommand::Check { file, kind },
+        } => crate::ops::config_check(&file, kind, json),
+        Command::Completions { shell } => {
+            let mut cmd = crate::command();
+            clap_complete::generate(shell, &mut cmd, "shoal", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out } => crate::ops::man(out.as_deref()),
         Command::Rollback {
             tag,
             root: None,

@@ -6,6 +6,7 @@ mod commands;
 mod demo;
 mod fleet;
 mod local_demo;
+mod ops;
 mod progress;
 mod rollout;
 
@@ -152,6 +153,19 @@ enum Command {
         /// The command and its arguments (after `--`).
         #[arg(required = true, last = true)]
         command: Vec<String>,
+    },
+    /// Check an agent or seed config: every problem, with its key and why.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (shoal.1 and one per subcommand) into DIR, or print
+    /// shoal.1 without --out.
+    Man {
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Deploy keys.
     Key {
@@ -314,12 +328,35 @@ enum ClusterCommand {
 }
 
 #[derive(Subcommand)]
+enum ConfigCommand {
+    /// Exit 1 when the config has problems; lists them all. Relative paths are
+    /// taken from the working directory, as the programs take them.
+    Check {
+        file: PathBuf,
+        /// Which program the file is for (default: told by its keys).
+        #[arg(long, value_enum)]
+        kind: Option<ConfigKind>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ConfigKind {
+    Agent,
+    Seed,
+}
+
+#[derive(Subcommand)]
 enum KeyCommand {
     /// Write a new deploy key pair: FILE (secret, mode 0600) and FILE.pub.
     New {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// The command-line definition, for completions and man pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 fn main() -> ExitCode {

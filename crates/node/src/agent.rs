@@ -21,6 +21,11 @@ pub enum AgentError {
     Net(#[from] shoal_net::NetError),
     #[error(transparent)]
     Bundle(#[from] shoal_bundle::Error),
+    #[error("cannot serve metrics on {addr}: {cause}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        cause: std::io::Error,
+    },
     #[error("the identity file is for host {found:?}, the config says {configured:?}")]
     WrongIdentity { found: String, configured: String },
 }
@@ -117,6 +122,17 @@ pub async fn start_on(
             Ok(v) => node.add_complete(v),
             Err(e) => tracing::warn!(%tag, error = %e, "not serving an installed release"),
         }
+    }
+    if let Some(addr) = cfg.metrics {
+        let n = Arc::downgrade(&node);
+        let text = Arc::new(move || {
+            n.upgrade()
+                .map(|n| crate::metrics::agent_text(&n))
+                .unwrap_or_default()
+        });
+        crate::metrics::serve(addr, text)
+            .await
+            .map_err(|cause| AgentError::Metrics { addr, cause })?;
     }
     let book = Arc::new(AddressBook::default());
     tokio::spawn(redial_loop(node.clone(), book.clone(), cfg.poll_ms));

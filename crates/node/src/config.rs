@@ -60,6 +60,9 @@ pub struct AgentConfig {
     /// Commands run around the switch of `current` during a rollout.
     #[serde(default)]
     pub hooks: Hooks,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The rollout hooks, run in this order: `depool`, the drain wait, the switch,
@@ -127,14 +130,43 @@ pub enum ConfigError {
     },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    #[error("{}: {} problem(s):\n{}", path.display(), problems.len(), list(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<crate::check::Problem>,
+    },
+}
+
+fn list(problems: &[crate::check::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads a config file and checks it (`shoal config check`'s rules): every
+/// problem at once, or the text.
+pub fn read_checked(path: &Path, which: crate::check::Which) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        cause: source,
+    })?;
+    let base = std::env::current_dir().unwrap_or_default();
+    let problems = crate::check::check(&text, which, &base);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        });
+    }
+    Ok(text)
 }
 
 impl AgentConfig {
+    /// Reads and checks `agent.toml`; an invalid one is refused with every problem.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            cause: source,
-        })?;
+        let text = read_checked(path, crate::check::Which::Agent)?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),

@@ -11,9 +11,11 @@
 //! that connection; the node keeps running.
 
 pub mod agent;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod hooks;
+pub mod metrics;
 mod node;
 pub mod orders;
 mod session;

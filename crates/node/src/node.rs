@@ -122,6 +122,23 @@ pub struct Counters {
     pub chunks_fetched: AtomicU64,
     pub chunks_rejected: AtomicU64,
     pub peers_banned: AtomicU64,
+    /// Chunk bytes (up, down) per peer datacenter, for metrics.
+    pub by_dc: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
+}
+
+impl Counters {
+    pub fn add_dc(&self, dc: &str, up: u64, down: u64) {
+        let mut m = self.by_dc.lock().expect("counters lock");
+        match m.get_mut(dc) {
+            Some(e) => {
+                e.0 += up;
+                e.1 += down;
+            }
+            None => {
+                m.insert(dc.to_string(), (up, down));
+            }
+        }
+    }
 }
 
 /// A release this node knows: being fetched, or held whole.
@@ -769,6 +786,9 @@ impl Node {
             Msg::Request { id, chunk } => {
                 let _ = send.set_priority(PIECE_PRIORITY);
                 let (reply, permit) = self.piece(id, chunk).await;
+                if let Msg::Piece { data, .. } = &reply {
+                    self.counters.add_dc(&from.dc, data.len() as u64, 0);
+                }
                 slot = permit;
                 reply
             }

@@ -42,6 +42,9 @@ pub struct Orders {
     seen: Mutex<HashMap<u64, u64>>,
     busy: Mutex<Option<String>>,
     last_audit: Mutex<Option<AuditSummary>>,
+    /// When an audit last found the current release intact.
+    last_good_audit: Mutex<Option<u64>>,
+    durations: crate::metrics::Durations,
 }
 
 pub fn unix_now() -> u64 {
@@ -69,12 +72,22 @@ impl Orders {
             seen: Mutex::new(HashMap::new()),
             busy: Mutex::new(None),
             last_audit: Mutex::new(None),
+            last_good_audit: Mutex::new(None),
+            durations: Default::default(),
         }
     }
 
     /// The step running now, for the status report.
     pub fn busy(&self) -> Option<String> {
         self.busy.lock().expect("busy lock").clone()
+    }
+
+    pub fn durations(&self) -> &crate::metrics::Durations {
+        &self.durations
+    }
+
+    pub fn last_good_audit(&self) -> Option<u64> {
+        *self.last_good_audit.lock().expect("audit lock")
     }
 
     pub fn last_audit(&self) -> Option<AuditSummary> {
@@ -89,7 +102,16 @@ impl Orders {
                 key,
                 signature,
             } => match self.open(&order, &key, &signature) {
-                Ok(o) => Msg::OrderDone(Box::new(self.carry_out(o).await)),
+                Ok(o) => {
+                    let start = std::time::Instant::now();
+                    let report = self.carry_out(o).await;
+                    let outcome = if report.ok { "ok" } else { "failed" };
+                    self.durations
+                        .activations
+                        .get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+                        .observe(start.elapsed().as_secs_f64());
+                    Msg::OrderDone(Box::new(report))
+                }
                 Err(message) => {
                     tracing::error!(%message, "refusing a rollout order");
                     Msg::Error { message }
@@ -260,6 +282,10 @@ impl Orders {
             return Ok(());
         };
         let out = hooks::run(phase, hook, env).await;
+        self.durations
+            .hooks
+            .get_or_create(&vec![("phase".to_string(), phase.to_string())])
+            .observe(out.elapsed.as_secs_f64());
         r.hooks.push(HookRun {
             phase: phase.to_string(),
             ok: out.ok,
@@ -450,6 +476,9 @@ impl Orders {
         }
         if !s.clean {
             tracing::error!(tag = ?s.tag, problems = s.problem_count, "audit failed");
+        }
+        if s.clean {
+            *self.last_good_audit.lock().expect("audit lock") = Some(s.at_unix);
         }
         *self.last_audit.lock().expect("audit lock") = Some(s.clone());
         s

@@ -123,7 +123,7 @@ async fn run(
                     let node = node.clone();
                     let tx = tx.clone();
                     let handle = tokio::spawn(async move {
-                        let outcome = fetch(&node, &p.conn, id, chunk, cref, is_cross).await;
+                        let outcome = fetch(&node, &p.conn, &p.dc, id, chunk, cref, is_cross).await;
                         let _ = tx.send(SessionEvent::Piece {
                             peer,
                             chunk,
@@ -261,9 +261,11 @@ impl Apply<'_> {
 }
 
 /// Requests one chunk from a peer, verifies it and stores it.
+#[allow(clippy::too_many_arguments)]
 async fn fetch(
     node: &Node,
     conn: &quinn::Connection,
+    peer_dc: &str,
     id: Hash,
     chunk: u32,
     cref: shoal_bundle::manifest::ChunkRef,
@@ -298,6 +300,7 @@ async fn fetch(
         tokio::time::sleep(wait).await;
     }
     node.counters.bytes_down.fetch_add(n, Ordering::Relaxed);
+    node.counters.add_dc(peer_dc, 0, n);
     if cross {
         node.counters
             .bytes_down_cross_dc

@@ -37,6 +37,9 @@ pub struct SeedConfig {
     /// The deploy log (JSON lines; default `STORE/deploy.log`).
     #[serde(default)]
     pub deploy_log: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465).
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn default_slots() -> usize {
@@ -56,11 +59,25 @@ pub enum SeedError {
 }
 
 impl SeedConfig {
+    /// Reads and checks `seed.toml`; an invalid one is refused with every problem.
     pub fn load(path: &Path) -> Result<Self, SeedError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SeedError::Config {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let text = shoal_node::config::read_checked(path, shoal_node::check::Which::Seed).map_err(
+            |e| SeedError::Config {
+                path: path.to_path_buf(),
+                message: match e {
+                    shoal_node::config::ConfigError::Invalid { problems, .. } => format!(
+                        "{} problem(s):\n{}",
+                        problems.len(),
+                        problems
+                            .iter()
+                            .map(|p| format!("  {p}"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    ),
+                    other => other.to_string(),
+                },
+            },
+        )?;
         toml::from_str(&text).map_err(|e| SeedError::Config {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -147,6 +164,19 @@ impl Seed {
             trusted,
         };
         seed.announce_stored()?;
+        if let Some(addr) = cfg.metrics {
+            let (n, t) = (Arc::downgrade(&seed.node), Arc::downgrade(&seed.tracker));
+            let text = Arc::new(move || match (n.upgrade(), t.upgrade()) {
+                (Some(n), Some(t)) => metrics_text(&n, &t),
+                _ => String::new(),
+            });
+            shoal_node::metrics::serve(addr, text)
+                .await
+                .map_err(|e| SeedError::Config {
+                    path: PathBuf::from("metrics"),
+                    message: format!("cannot serve metrics on {addr}: {e}"),
+                })?;
+        }
         Ok(seed)
     }
 
@@ -212,6 +242,33 @@ impl Seed {
         self.node.add_complete(v);
         Ok(id)
     }
+}
+
+/// The seed's metrics: the node's, and what the tracker knows of the fleet.
+fn metrics_text(node: &Node, tracker: &Tracker) -> String {
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    let mut reg = prometheus_client::registry::Registry::default();
+    shoal_node::metrics::node_metrics(&mut reg, node);
+    let releases: Gauge = Gauge::default();
+    releases.set(tracker.releases().len() as i64);
+    reg.register("shoal_tracker_releases", "Releases announced", releases);
+    let current: Family<shoal_node::metrics::Labels, Gauge> = Family::default();
+    let mut hosts = 0;
+    for h in tracker.fleet().iter().filter(|h| h.role == Role::Agent) {
+        hosts += 1;
+        let tag = h.status.current.clone().unwrap_or_else(|| "none".into());
+        current.get_or_create(&vec![("tag".to_string(), tag)]).inc();
+    }
+    reg.register(
+        "shoal_fleet_current",
+        "Agents by the release they run",
+        current,
+    );
+    let agents: Gauge = Gauge::default();
+    agents.set(hosts);
+    reg.register("shoal_tracker_agents", "Agents the tracker knows", agents);
+    shoal_node::metrics::render(&reg)
 }
 
 fn shoal_swarm_default() -> shoal_node::SwarmConfig {

@@ -35,6 +35,7 @@ fn agent_config(dir: &Path, host: &str, dc: &str, tracker: std::net::SocketAddr)
         poll_ms: 200,
         locality: true,
         fault_corrupt_uploads: false,
+        metrics: None,
         hooks: Default::default(),
     }
 }
@@ -58,6 +59,7 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
         upload_limit: 0,
         upload_slots: 16,
         deploy_log: None,
+        metrics: None,
     };
     let seed = Seed::start(&cfg).await.unwrap();
     let src = d.join("src");

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Fleet {
+    /// Where h00 and the seed serve Prometheus metrics.
+    pub agent_metrics: std::net::SocketAddr,
+    pub seed_metrics: std::net::SocketAddr,
     pub dir: tempfile::TempDir,
     pub seed: Seed,
     pub agents: Vec<(String, Arc<shoal_node::Node>)>,
@@ -77,6 +80,7 @@ pub fn agent_config(
         poll_ms: 100,
         locality: true,
         fault_corrupt_uploads: false,
+        metrics: None,
         hooks: Hooks {
             depool: Some(logging_hook(&log, "depool", "")),
             restart: Some(logging_hook(&log, "restart", "")),
@@ -108,6 +112,11 @@ impl Fleet {
             upload_limit: 0,
             upload_slots: 16,
             deploy_log: None,
+            metrics: None,
+        };
+        let cfg = SeedConfig {
+            metrics: Some(free_tcp()),
+            ..cfg
         };
         let seed = Seed::start(&cfg).await.unwrap();
         let src = d.join("src");
@@ -119,6 +128,8 @@ impl Fleet {
         };
         let stats = shoal_sample::generate(&src, &spec).unwrap();
         let mut fleet = Fleet {
+            agent_metrics: free_tcp(),
+            seed_metrics: cfg.metrics.unwrap(),
             hook_log: d.join("hooks.log"),
             dir,
             seed,
@@ -152,12 +163,15 @@ impl Fleet {
     }
 
     pub async fn start_agent(&mut self, i: usize) {
-        let cfg = agent_config(
+        let mut cfg = agent_config(
             self.dir.path(),
             &Self::host(i),
             &format!("dc{}", i % 3 + 1),
             self.seed.local_addr(),
         );
+        if i == 0 {
+            cfg.metrics = Some(self.agent_metrics);
+        }
         let node = agent::start(cfg).await.unwrap();
         self.agents.push((Self::host(i), node));
     }
@@ -294,4 +308,52 @@ pub fn opts(batch: &str) -> Options {
         who: "test@deployer".into(),
         ..Default::default()
     }
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_tcp() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `GET /metrics` over plain HTTP/1.0: the body.
+pub fn scrape(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(head.to_ascii_lowercase().contains("text/plain"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `name{labels}` (labels as written, in order), or
+/// the sum over every sample of `name` when `labels` is None.
+pub fn sample(text: &str, name: &str, labels: Option<&str>) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (n, l) = match series.split_once('{') {
+            Some((n, l)) => (n, Some(l.trim_end_matches('}'))),
+            None => (series, None),
+        };
+        if n != name {
+            continue;
+        }
+        let v: f64 = value.parse().ok()?;
+        match labels {
+            Some(want) if l == Some(want) => return Some(v),
+            Some(_) => {}
+            None => found = Some(found.unwrap_or(0.0) + v),
+        }
+    }
+    found
 }
