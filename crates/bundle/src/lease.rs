@@ -75,6 +75,17 @@ pub fn take(root: &Root, command: &str) -> Result<Lease> {
     })
 }
 
+impl Lease {
+    /// Lets the processes this one starts hold the lease too: the locked file
+    /// stays open in them (it is opened close-on-exec), so the lease lives as
+    /// long as the job does even when `shoal exec` itself is killed.
+    pub fn share_with_children(&self) -> Result<()> {
+        rustix::io::fcntl_setfd(&self._file, rustix::io::FdFlags::empty())
+            .map_err(std::io::Error::from)
+            .at(&self.path)
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);

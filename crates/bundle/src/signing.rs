@@ -23,6 +23,25 @@ const CONTEXT: &[u8] = b"shoal release manifest v1\0";
 /// Rollout orders are signed under their own context, so an order's signature
 /// can never pass for a manifest's, nor the reverse.
 const ORDER_CONTEXT: &[u8] = b"shoal rollout order v1\0";
+const LOCK_CONTEXT: &[u8] = b"shoal deploy lock v1\0";
+
+/// What a detached deploy-key signature is for; each has its own context.
+#[derive(Clone, Copy, Debug)]
+pub enum Signs {
+    /// A rollout order to one agent.
+    Order,
+    /// A claim on the cluster's deploy lock.
+    Lock,
+}
+
+impl Signs {
+    fn context(self) -> &'static [u8] {
+        match self {
+            Signs::Order => ORDER_CONTEXT,
+            Signs::Lock => LOCK_CONTEXT,
+        }
+    }
+}
 
 /// The envelope stored beside chunks and sent to agents.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +66,7 @@ pub struct Verified {
     pub signed_bytes: Vec<u8>,
 }
 
+#[derive(Clone)]
 pub struct DeployKey(SigningKey);
 
 impl DeployKey {
@@ -95,7 +115,12 @@ impl DeployKey {
 impl DeployKey {
     /// Signs a rollout order's bytes: the public key and the 64 signature bytes.
     pub fn sign_order(&self, order: &[u8]) -> ([u8; 32], Vec<u8>) {
-        let sig = self.0.sign(&[ORDER_CONTEXT, order].concat());
+        self.sign_for(Signs::Order, order)
+    }
+
+    /// Signs `bytes` for `what`: the public key and the 64 signature bytes.
+    pub fn sign_for(&self, what: Signs, bytes: &[u8]) -> ([u8; 32], Vec<u8>) {
+        let sig = self.0.sign(&[what.context(), bytes].concat());
         (self.0.verifying_key().to_bytes(), sig.to_bytes().to_vec())
     }
 }
@@ -107,12 +132,24 @@ pub fn verify_order(
     signature: &[u8],
     trusted: &[TrustedKey],
 ) -> Result<(), ManifestError> {
+    verify_for(Signs::Order, order, key, signature, trusted)
+}
+
+/// Checks a detached signature made for `what` against the trusted deploy keys.
+pub fn verify_for(
+    what: Signs,
+    bytes: &[u8],
+    key: &[u8; 32],
+    signature: &[u8],
+    trusted: &[TrustedKey],
+) -> Result<(), ManifestError> {
+    let order = bytes;
     let key = VerifyingKey::from_bytes(key).map_err(|_| ManifestError::BadSignature)?;
     if !trusted.iter().any(|t| t.0 == key) {
         return Err(ManifestError::UntrustedKey(hex(key.as_bytes())));
     }
     let signature = Signature::from_slice(signature).map_err(|_| ManifestError::BadSignature)?;
-    key.verify_strict(&[ORDER_CONTEXT, order].concat(), &signature)
+    key.verify_strict(&[what.context(), order].concat(), &signature)
         .map_err(|_| ManifestError::BadSignature)
 }
 
@@ -232,6 +269,10 @@ mod tests {
             verify_order(b"activate v2", &key, &sig, &[other.public()]),
             Err(ManifestError::UntrustedKey(_))
         ));
+        // A lock claim's signature over the same bytes does not pass as an order's.
+        let (_, lock_sig) = k.sign_for(Signs::Lock, b"activate v2");
+        assert!(verify_order(b"activate v2", &key, &lock_sig, &trusted).is_err());
+        assert!(verify_for(Signs::Lock, b"activate v2", &key, &lock_sig, &trusted).is_ok());
         // A manifest signature over the same bytes does not pass as an order's.
         let id = Hash::of(b"activate v2");
         let manifest_sig = k.0.sign(&signed_message(&id));

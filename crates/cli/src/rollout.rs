@@ -62,8 +62,14 @@ pub fn deploy(goal: Goal, remote: &Remote, args: &RolloutArgs, json: bool) -> Re
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: no new batch starts; the running one finishes");
+                eprintln!(
+                    "interrupted: no new batch starts; the running one finishes (Ctrl-C again to quit now)"
+                );
                 let _ = tx.send(true);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("quitting: hosts of the running batch finish on their own");
+                    std::process::exit(130);
+                }
             }
         });
         let mut last_staging = String::new();
@@ -302,6 +308,9 @@ pub fn exec(root: &Path, command: &[String]) -> Result<ExitCode> {
     let root = Root::new(root);
     let lease = shoal_bundle::lease::take(&root, &command.join(" "))
         .with_context(|| format!("taking a lease in {}", root.path().display()))?;
+    lease
+        .share_with_children()
+        .context("passing the lease on to the command")?;
     // A relative program path means one inside the release.
     let program = Path::new(&command[0]);
     let program = if program.is_relative() && command[0].contains('/') {

@@ -122,7 +122,7 @@ fn a_job_keeps_its_tree_across_activations_and_gc_until_it_exits() {
 }
 
 #[test]
-fn a_killed_holders_lease_is_dead_and_does_not_keep_its_release() {
+fn the_lease_lives_as_long_as_the_job_even_when_shoal_exec_is_killed() {
     let env = Env::new();
     let root = env.path("root");
     release(&env, &root, "v1");
@@ -130,14 +130,24 @@ fn a_killed_holders_lease_is_dead_and_does_not_keep_its_release() {
     wait_until("the job to start", || {
         fs::read_to_string(env.path("job.out")).is_ok_and(|s| s.starts_with("v1"))
     });
-    child.kill().unwrap(); // SIGKILL: no chance to remove the lease file
+    child.kill().unwrap(); // SIGKILL: shoal exec cannot remove the lease file
     child.wait().unwrap();
-    fs::write(env.path("job.go"), "").unwrap(); // let the orphaned sh end
+    // The job runs on and holds the lease: its tree must stay.
     let leases = releases(&root)["leases"].clone();
     assert_eq!(leases.as_array().unwrap().len(), 1, "{leases}");
-    assert_eq!(leases[0]["live"], false, "{leases}");
+    assert_eq!(leases[0]["live"], true, "the job still runs: {leases}");
     release(&env, &root, "v2");
     release(&env, &root, "v3");
+    let g = gc_keep_1(&root);
+    assert!(g["removed"].as_array().unwrap().is_empty(), "{g}");
+    // The job ends: the lease is dead, its file is cleared and v1 collected.
+    fs::write(env.path("job.go"), "").unwrap();
+    wait_until("the job to end", || {
+        fs::read_to_string(env.path("job.out")).is_ok_and(|s| s.contains("releases/v1"))
+    });
+    wait_until("the lease to read dead", || {
+        releases(&root)["leases"][0]["live"] == false
+    });
     let g = gc_keep_1(&root);
     assert_eq!(g["removed"], serde_json::json!(["v1"]), "{g}");
     assert!(

@@ -92,7 +92,10 @@ impl Conn {
             message,
         };
         match tokio::time::timeout(deadline, exchange).await {
-            Err(_) => Err(peer(format!("did not answer {} in {deadline:?}", m.name()))),
+            Err(_) => Err(NodeError::Timeout {
+                host: self.host.clone(),
+                what: format!("{} in {deadline:?}", m.name()),
+            }),
             Ok(Err(e)) => Err(e),
             Ok(Ok(None)) => Err(peer(format!(
                 "closed the stream without answering {}",

@@ -52,28 +52,54 @@ async fn attempt(
     env: &[(String, String)],
     timeout: Duration,
 ) -> Result<(), String> {
-    let child = tokio::process::Command::new("/bin/sh")
+    use tokio::io::AsyncReadExt;
+    // Its own process group, so a timeout kills what the hook started too.
+    let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(&hook.command)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {:?}: {e}", hook.command))?;
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(format!("{:?}: {e}", hook.command)),
-        // Dropping the future kills the child (kill_on_drop).
-        Err(_) => return Err(format!("{:?} timed out after {timeout:?}", hook.command)),
+    let pid = child.id();
+    let read = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            if let Some(p) = pipe {
+                let _ = p.take(OUTPUT_KEPT).read_to_end(&mut buf).await;
+            }
+            buf
+        })
     };
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = read(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = read(child.stderr.take().map(|p| Box::new(p) as _));
+    let status = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(format!("{:?}: {e}", hook.command)),
+        Err(_) => {
+            if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            }
+            return Err(format!("{:?} timed out after {timeout:?}", hook.command));
+        }
+    };
+    // A hook that starts a daemon (`app &`) leaves our pipes open in it: take
+    // what came soon after the exit, not wait for the daemon to end.
+    let collect = |h: tokio::task::JoinHandle<Vec<u8>>| async move {
+        match tokio::time::timeout(OUTPUT_GRACE, h).await {
+            Ok(Ok(buf)) => String::from_utf8_lossy(&buf).into_owned(),
+            _ => String::new(),
+        }
+    };
+    let text = collect(out).await + &collect(err).await;
     for line in text.lines() {
         tracing::info!(phase, "hook: {line}");
     }
-    if out.status.success() {
+    if status.success() {
         return Ok(());
     }
     let lines: Vec<&str> = text.lines().collect();
@@ -81,7 +107,7 @@ async fn attempt(
     Err(format!(
         "{:?} exited with {}{}",
         hook.command,
-        out.status,
+        status,
         if tail.is_empty() {
             String::new()
         } else {
@@ -89,6 +115,11 @@ async fn attempt(
         }
     ))
 }
+
+/// Output kept of one attempt, per stream.
+const OUTPUT_KEPT: u64 = 64 << 10;
+/// How long after a hook exits its output is still read.
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {
@@ -114,14 +145,30 @@ mod tests {
         let e = bad.error.unwrap();
         assert!(e.contains("boom") && e.contains('3'), "{e}");
         let slow = Instant::now();
-        let hung = run("restart", &hook("sleep 30", 0.2, 0), &env).await;
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survived");
+        // A hung hook is killed with what it started.
+        let cmd = format!("(sleep 1; touch {}) & sleep 30", marker.display());
+        let hung = run("restart", &hook(&cmd, 0.2, 0), &env).await;
         assert!(!hung.ok && hung.error.unwrap().contains("timed out"));
         assert!(
             slow.elapsed() < Duration::from_secs(5),
             "the hung hook is killed"
         );
+        // A hook that starts a daemon and exits succeeds at once.
+        let started = Instant::now();
+        let daemon = run("restart", &hook("sleep 5 & echo started", 10.0, 0), &env).await;
+        assert!(daemon.ok, "{daemon:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "waited for the daemon's pipes"
+        );
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert!(
+            !marker.exists(),
+            "the hung hook's child survived the timeout"
+        );
         // Succeeds on the third attempt: a service that takes a moment to come up.
-        let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("n");
         let cmd = format!("echo x >> {0}; test $(wc -l < {0}) -ge 3", f.display());
         let flaky = run("health", &hook(&cmd, 5.0, 5), &env).await;

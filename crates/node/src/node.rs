@@ -88,6 +88,9 @@ pub enum NodeError {
     Bundle(#[from] shoal_bundle::Error),
     #[error("{host}: {message}")]
     Peer { host: String, message: String },
+    /// No answer in time: what the peer did is unknown.
+    #[error("{host} did not answer {what}")]
+    Timeout { host: String, what: String },
     #[error("connection lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
 }

@@ -41,6 +41,9 @@ pub struct Orders {
     /// Nonces of orders carried out, until they expire.
     seen: Mutex<HashMap<u64, u64>>,
     busy: Mutex<Option<String>>,
+    /// Orders issued before this process started may have been carried out
+    /// by an earlier one (whose nonces are gone): refused.
+    started_unix: u64,
     last_audit: Mutex<Option<AuditSummary>>,
     /// When an audit last found the current release intact.
     last_good_audit: Mutex<Option<u64>>,
@@ -71,6 +74,7 @@ impl Orders {
             running: tokio::sync::Mutex::new(()),
             seen: Mutex::new(HashMap::new()),
             busy: Mutex::new(None),
+            started_unix: unix_now(),
             last_audit: Mutex::new(None),
             last_good_audit: Mutex::new(None),
             durations: Default::default(),
@@ -142,6 +146,9 @@ impl Orders {
         if o.issued_unix > now + CLOCK_SKEW_S {
             return Err("the order was issued in the future (check the clocks)".into());
         }
+        if o.issued_unix + CLOCK_SKEW_S < self.started_unix {
+            return Err("the order was issued before this agent started; send a new one".into());
+        }
         if o.expires_unix.saturating_sub(o.issued_unix) > MAX_ORDER_LIFE_S {
             return Err(format!("orders may live {MAX_ORDER_LIFE_S} s at most"));
         }
@@ -156,12 +163,20 @@ impl Orders {
     async fn carry_out(&self, o: Order) -> OrderReport {
         let _one = self.running.lock().await;
         let current = self.root.current().ok().flatten();
+        // It may have waited for the order before it.
+        if o.expires_unix < unix_now() {
+            return self.refused(
+                current,
+                "the order expired while it waited for the one before".into(),
+            );
+        }
         let (tag, restart, drain_ms, named) = match &o.action {
             Action::Activate {
                 tag,
                 id,
                 restart,
                 drain_ms,
+                ..
             } => {
                 if let Err(message) = self.check_installed(tag, id) {
                     return self.refused(current, message);
@@ -189,6 +204,15 @@ impl Orders {
                 named,
             )
             .await;
+        if let Action::Activate {
+            abandon: Some(failed),
+            ..
+        } = &o.action
+            && report.ok
+            && let Err(e) = set_bad(&self.root, failed, true)
+        {
+            tracing::warn!(tag = %failed, error = %e, "cannot mark the abandoned release bad");
+        }
         *self.busy.lock().expect("busy lock") = None;
         tracing::info!(
             rollout = %o.rollout,
@@ -403,6 +427,15 @@ impl Orders {
         }
         let Some(back) = before else {
             r.message += "; no earlier release to go back to";
+            if mode == Restart::Graceful {
+                let env = self.env("repool", rollout, mode, failed.as_ref(), None, true);
+                if let Err(e) = self
+                    .hook(&mut r, "repool", self.hooks.repool.as_ref(), &env)
+                    .await
+                {
+                    r.message += &format!("; repool: {e}");
+                }
+            }
             return r;
         };
         let root = self.root.clone();

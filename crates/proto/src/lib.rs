@@ -119,6 +119,35 @@ impl Order {
     }
 }
 
+/// What a deploy-lock request claims; signed by a deploy key, so only a
+/// holder of one can lock the cluster, set its target or write its log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockClaim {
+    pub token: u64,
+    pub holder: String,
+    pub purpose: String,
+    pub ttl_s: u32,
+    pub issued_unix: u64,
+}
+
+impl LockClaim {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("serializing to a Vec cannot fail")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<LockClaim, ProtoError> {
+        let (c, rest) = postcard::take_from_bytes::<LockClaim>(bytes)
+            .map_err(|e| ProtoError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(ProtoError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        Ok(c)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Switch to this installed release.
@@ -127,6 +156,9 @@ pub enum Action {
         id: Hash,
         restart: Restart,
         drain_ms: u64,
+        /// Going back from this release because its rollout failed: once
+        /// switched, mark it bad here so no later rollback returns to it.
+        abandon: Option<String>,
     },
     /// Switch back to the release this host ran before, skipping bad ones.
     Rollback { restart: Restart, drain_ms: u64 },
@@ -283,22 +315,32 @@ pub enum Msg {
     },
     Ok,
     // --- rollout (added in protocol 3) ---
-    /// Takes (or renews, with the same token) the cluster's deploy lock.
+    /// Takes (or renews, with the same token) the cluster's deploy lock: a
+    /// [`LockClaim`] signed by a deploy key.
     Lock {
-        token: u64,
-        holder: String,
-        purpose: String,
-        ttl_s: u32,
+        #[serde(with = "serde_bytes")]
+        claim: Vec<u8>,
+        key: [u8; 32],
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
     },
+    /// The lock's holder names it by its token (a secret only it and the
+    /// tracker know), here and in `SetTarget` and `Record`.
     Unlock {
         token: u64,
     },
     /// The release the fleet should run, as `shoal status` compares it.
     SetTarget {
+        token: u64,
         tag: String,
     },
     Record {
+        token: u64,
         entry: Box<LogEntry>,
+    },
+    /// An announced release by its tag (answered with `Releases`).
+    GetRelease {
+        tag: String,
     },
     GetLog {
         last: u32,
@@ -368,6 +410,7 @@ impl Msg {
             Msg::Lock { .. } => "Lock",
             Msg::Unlock { .. } => "Unlock",
             Msg::SetTarget { .. } => "SetTarget",
+            Msg::GetRelease { .. } => "GetRelease",
             Msg::Record { .. } => "Record",
             Msg::GetLog { .. } => "GetLog",
             Msg::Log { .. } => "Log",

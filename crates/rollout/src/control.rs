@@ -4,15 +4,16 @@
 use crate::plan::{BatchSize, batches};
 use serde::Serialize;
 use shoal_bundle::Hash;
-use shoal_bundle::signing::DeployKey;
+use shoal_bundle::signing::{DeployKey, Signs};
 use shoal_node::NodeError;
 use shoal_node::client::{Client, Conn, unexpected};
 use shoal_proto::{
-    Action, HostReport, LogEntry, MAX_CONTROL, Msg, Order, OrderReport, Restart, Role,
+    Action, HostReport, LockClaim, LogEntry, MAX_CONTROL, Msg, Order, OrderReport, Restart, Role,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -88,6 +89,8 @@ pub enum RolloutError {
     },
     #[error("no live agent to switch")]
     NoHosts,
+    #[error("interrupted {0}")]
+    Interrupted(String),
 }
 
 /// One host's part in the rollout.
@@ -159,6 +162,10 @@ struct Rollout<'a> {
     tracker: Arc<Conn>,
     key: &'a DeployKey,
     opts: &'a Options,
+    /// The deploy lock's token: it authorises target and log changes.
+    token: u64,
+    /// Set when a renewal of the lock was refused.
+    lost: Arc<AtomicBool>,
     id: String,
     conns: tokio::sync::Mutex<HashMap<String, Arc<Conn>>>,
 }
@@ -182,24 +189,65 @@ pub async fn run(
         Goal::Rollback(Some(t)) => format!("rollback to {t}"),
         Goal::Rollback(None) => "rollback".to_string(),
     };
-    let lock = Msg::Lock {
-        token,
-        holder: opts.who.clone(),
-        purpose: purpose.clone(),
-        ttl_s: LOCK_TTL_S,
+    let lock = |key: &DeployKey| {
+        let claim = LockClaim {
+            token,
+            holder: opts.who.clone(),
+            purpose: purpose.clone(),
+            ttl_s: LOCK_TTL_S,
+            issued_unix: unix_ms() / 1000,
+        }
+        .encode();
+        let (key, signature) = key.sign_for(Signs::Lock, &claim);
+        Msg::Lock {
+            claim,
+            key,
+            signature,
+        }
     };
-    match tracker.request(&lock, MAX_CONTROL, TRACKER_DEADLINE).await {
+    match tracker
+        .request(&lock(key), MAX_CONTROL, TRACKER_DEADLINE)
+        .await
+    {
         Ok(_) => {}
         Err(NodeError::Peer { message, .. }) => return Err(RolloutError::Locked(message)),
         Err(e) => return Err(e.into()),
     }
+    // Renewed at a third of its life; a renewal the tracker refuses (another
+    // rollout took the lock while this one could not reach it) stops this one
+    // before its next batch.
+    let lost = Arc::new(AtomicBool::new(false));
     let renew = {
         let tracker = tracker.clone();
+        let lost = lost.clone();
+        let key_bytes = key.clone();
+        let who = opts.who.clone();
+        let purpose = purpose.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(u64::from(LOCK_TTL_S / 3))).await;
-                if let Err(e) = tracker.request(&lock, MAX_CONTROL, TRACKER_DEADLINE).await {
-                    tracing::warn!(error = %e, "cannot renew the deploy lock");
+                let claim = LockClaim {
+                    token,
+                    holder: who.clone(),
+                    purpose: purpose.clone(),
+                    ttl_s: LOCK_TTL_S,
+                    issued_unix: unix_ms() / 1000,
+                }
+                .encode();
+                let (k, signature) = key_bytes.sign_for(Signs::Lock, &claim);
+                let m = Msg::Lock {
+                    claim,
+                    key: k,
+                    signature,
+                };
+                match tracker.request(&m, MAX_CONTROL, TRACKER_DEADLINE).await {
+                    Ok(_) => {}
+                    Err(NodeError::Peer { message, .. }) => {
+                        tracing::error!(%message, "the deploy lock was lost");
+                        lost.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the deploy lock; retrying"),
                 }
             }
         })
@@ -209,6 +257,8 @@ pub async fn run(
         tracker: tracker.clone(),
         key,
         opts,
+        token,
+        lost,
         id: format!("{}-{:04x}", unix_ms() / 1000, random_u64() & 0xffff),
         conns: tokio::sync::Mutex::new(HashMap::new()),
     };
@@ -260,7 +310,7 @@ impl Rollout<'_> {
             Goal::Rollback(None) => None,
         };
         if let Goal::Deploy(t) = &goal {
-            live = self.wait_staged(t, live, on_event).await?;
+            live = self.wait_staged(t, live, &stop, on_event).await?;
         }
         // The release (and its id) the fleet should now run.
         let id = match &tag {
@@ -311,16 +361,25 @@ impl Rollout<'_> {
                 id,
                 restart,
                 drain_ms,
+                abandon: None,
             },
             _ => Action::Rollback { restart, drain_ms },
         };
         let mut results: Vec<HostResult> = Vec::new();
         let mut failures = 0;
         let mut stopped = None;
+        let mut limit_reached = false;
         let mut batches_run = 0;
         for (i, batch) in plan.iter().enumerate() {
             if *stop.borrow() {
                 stopped = Some(format!("interrupted before batch {}", i + 1));
+                break;
+            }
+            if self.lost.load(Ordering::Relaxed) {
+                stopped = Some(format!(
+                    "the deploy lock was taken by another rollout before batch {}",
+                    i + 1
+                ));
                 break;
             }
             on_event(Event::Batch {
@@ -340,6 +399,7 @@ impl Rollout<'_> {
                 results.push(r);
             }
             if self.opts.max_failures > 0 && failures >= self.opts.max_failures {
+                limit_reached = true;
                 stopped = Some(format!(
                     "{failures} failed host(s) reached --max-failures {}",
                     self.opts.max_failures
@@ -354,19 +414,67 @@ impl Rollout<'_> {
                 }
             }
         }
-        // Stopped on failures: every host this rollout switched goes back.
+        // Stopped at the failure limit: every host this rollout moved, or may
+        // have moved (it did not answer in time), goes back to the release it
+        // ran before, which marks the abandoned one bad there.
         let mut rolled_back = Vec::new();
-        if stopped.is_some() && failures > 0 && self.opts.max_failures > 0 {
-            let switched: Vec<(String, String)> = results
-                .iter()
-                .filter(|r| r.report.ok && r.report.switched)
-                .map(|r| (r.report.host.clone(), r.dc.clone()))
-                .collect();
-            if !switched.is_empty() {
-                on_event(Event::RollingBack(switched.len()));
-                let back = Action::Rollback { restart, drain_ms };
-                for (i, batch) in batches(&switched, &[], self.opts.batch).iter().enumerate() {
-                    for r in self.order_batch(batch, &by_host, &back, i).await {
+        if limit_reached {
+            let mut back: Vec<(String, String)> = Vec::new();
+            let mut ids: HashMap<String, Hash> = HashMap::new();
+            for r in &results {
+                let moved = r.report.switched && r.report.after != r.report.before;
+                let unknown = r.report.failed.as_deref() == Some("timeout");
+                let Some(before) = by_host
+                    .get(r.report.host.as_str())
+                    .and_then(|t| t.current.clone())
+                else {
+                    if moved {
+                        skipped.insert(
+                            r.report.host.clone(),
+                            "switched, and had no earlier release to go back to".into(),
+                        );
+                    }
+                    continue;
+                };
+                if (moved || unknown) && r.report.after.as_deref() != Some(before.as_str()) {
+                    if !ids.contains_key(&before) {
+                        match self.release_id(&before).await {
+                            Ok(id) => {
+                                ids.insert(before.clone(), id);
+                            }
+                            Err(e) => {
+                                skipped.insert(
+                                    r.report.host.clone(),
+                                    format!("cannot go back to {before}: {e}"),
+                                );
+                                continue;
+                            }
+                        }
+                    }
+                    back.push((r.report.host.clone(), r.dc.clone()));
+                }
+            }
+            if !back.is_empty() {
+                on_event(Event::RollingBack(back.len()));
+                for (i, batch) in batches(&back, &[], self.opts.batch).iter().enumerate() {
+                    let jobs = batch
+                        .iter()
+                        .filter_map(|h| by_host.get(h.as_str()))
+                        .map(|t| {
+                            let before = t.current.clone().unwrap_or_default();
+                            let action = Action::Activate {
+                                id: ids[&before],
+                                tag: before,
+                                restart,
+                                drain_ms,
+                                abandon: tag
+                                    .clone()
+                                    .or_else(|| running.get(&t.host).cloned().flatten()),
+                            };
+                            self.order_one(t, action, i)
+                        });
+                    for r in futures_util::future::join_all(jobs).await {
+                        self.log_result(&r, "rollback").await;
                         on_event(Event::Host(&r));
                         running.insert(r.report.host.clone(), r.report.after.clone());
                         rolled_back.push(r);
@@ -422,8 +530,28 @@ impl Rollout<'_> {
         }
     }
 
+    /// The id of an announced release.
+    async fn release_id(&self, tag: &str) -> Result<Hash, RolloutError> {
+        let m = Msg::GetRelease { tag: tag.into() };
+        match self
+            .tracker
+            .request(&m, MAX_CONTROL, TRACKER_DEADLINE)
+            .await
+        {
+            Ok(Msg::Releases { releases }) if releases.len() == 1 => Ok(releases[0].id),
+            Ok(other) => Err(unexpected(&self.tracker.host, "GetRelease", &other).into()),
+            Err(NodeError::Peer { message, .. }) => {
+                Err(RolloutError::NotAnnounced(tag.into(), message))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn set_target(&self, tag: &str) -> Result<Hash, RolloutError> {
-        let m = Msg::SetTarget { tag: tag.into() };
+        let m = Msg::SetTarget {
+            token: self.token,
+            tag: tag.into(),
+        };
         match self
             .tracker
             .request(&m, MAX_CONTROL, TRACKER_DEADLINE)
@@ -443,6 +571,7 @@ impl Rollout<'_> {
         &self,
         tag: &str,
         mut live: Vec<HostReport>,
+        stop: &watch::Receiver<bool>,
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> Result<Vec<HostReport>, RolloutError> {
         let start = Instant::now();
@@ -472,6 +601,12 @@ impl Rollout<'_> {
             if missing.is_empty() {
                 return Ok(live);
             }
+            if *stop.borrow() {
+                return Err(RolloutError::Interrupted(format!(
+                    "while {} host(s) were still staging {tag}; nothing was switched",
+                    missing.len()
+                )));
+            }
             if start.elapsed() >= self.opts.stage_timeout {
                 return Err(RolloutError::NotStaged {
                     tag: tag.into(),
@@ -499,37 +634,42 @@ impl Rollout<'_> {
         let jobs = batch
             .iter()
             .filter_map(|h| by_host.get(h.as_str()))
-            .map(|t| async move {
-                let start = Instant::now();
-                let report = self.order(t, action.clone()).await;
-                HostResult {
-                    dc: t.dc.clone(),
-                    batch: index,
-                    millis: start.elapsed().as_millis() as u64,
-                    report,
-                }
-            });
+            .map(|t| self.order_one(t, action.clone(), index));
         // Every order of a batch runs at once.
         let done = futures_util::future::join_all(jobs).await;
         for r in &done {
-            let rep = &r.report;
-            let what = match &rep.failed {
-                None => format!(
-                    "ok: {} -> {} in {} ms",
-                    rep.before.as_deref().unwrap_or("-"),
-                    rep.after.as_deref().unwrap_or("-"),
-                    r.millis
-                ),
-                Some(phase) => format!(
-                    "failed at {phase}: {}; now on {}",
-                    rep.message,
-                    rep.after.as_deref().unwrap_or("-")
-                ),
-            };
-            self.log(Some(&rep.host), &format!("batch {}", index + 1), &what)
-                .await;
+            self.log_result(r, &format!("batch {}", index + 1)).await;
         }
         done
+    }
+
+    async fn order_one(&self, t: &Target, action: Action, batch: usize) -> HostResult {
+        let start = Instant::now();
+        let report = self.order(t, action).await;
+        HostResult {
+            dc: t.dc.clone(),
+            batch,
+            millis: start.elapsed().as_millis() as u64,
+            report,
+        }
+    }
+
+    async fn log_result(&self, r: &HostResult, what: &str) {
+        let rep = &r.report;
+        let result = match &rep.failed {
+            None => format!(
+                "ok: {} -> {} in {} ms",
+                rep.before.as_deref().unwrap_or("-"),
+                rep.after.as_deref().unwrap_or("-"),
+                r.millis
+            ),
+            Some(phase) => format!(
+                "failed at {phase}: {}; now on {}",
+                rep.message,
+                rep.after.as_deref().unwrap_or("unknown")
+            ),
+        };
+        self.log(Some(&rep.host), what, &result).await;
     }
 
     /// One host's order; every error becomes a failed report.
@@ -570,6 +710,11 @@ impl Rollout<'_> {
                 format!("answered the order with {}", other.name()),
             ),
             Err(NodeError::Peer { message, .. }) => failed("refused", message),
+            // It may be switching still: what it runs is unknown.
+            Err(e @ NodeError::Timeout { .. }) => OrderReport {
+                after: None,
+                ..failed("timeout", e.to_string())
+            },
             Err(e) => failed("unreachable", e.to_string()),
         }
     }
@@ -597,6 +742,7 @@ impl Rollout<'_> {
             result: result.to_string(),
         };
         let m = Msg::Record {
+            token: self.token,
             entry: Box::new(entry),
         };
         if let Err(e) = self

@@ -65,18 +65,19 @@ pub fn batches(hosts: &[(String, String)], canary: &[String], size: BatchSize) -
             by_dc.entry(dc.as_str()).or_default().push(h.as_str());
         }
     }
-    for list in by_dc.values_mut() {
+    // Each host at its place within its datacenter, as a share of that
+    // datacenter: a batch then takes the same share of every datacenter,
+    // small ones included, rather than the same number of hosts.
+    let mut order: Vec<(f64, &str, &str)> = Vec::new();
+    for (dc, list) in by_dc.iter_mut() {
         list.sort_unstable();
-        list.reverse(); // popped from the back: first name first
-    }
-    let mut order = Vec::new();
-    while by_dc.values().any(|l| !l.is_empty()) {
-        for list in by_dc.values_mut() {
-            if let Some(h) = list.pop() {
-                order.push(h.to_string());
-            }
+        let n = list.len() as f64;
+        for (i, h) in list.iter().enumerate() {
+            order.push(((i as f64 + 0.5) / n, dc, h));
         }
     }
+    order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+    let order: Vec<String> = order.into_iter().map(|(_, _, h)| h.to_string()).collect();
     let n = size.hosts(hosts.len());
     out.extend(order.chunks(n).map(|c| c.to_vec()));
     out
@@ -128,5 +129,20 @@ mod tests {
         let p = batches(&fleet(), &[], BatchSize::Percent(50.0));
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].len(), 6);
+    }
+
+    #[test]
+    fn a_small_datacenter_is_not_emptied_by_one_batch() {
+        let mut hosts: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("s{i:02}"), "big".to_string()))
+            .collect();
+        hosts.push(("b0".into(), "small".into()));
+        hosts.push(("b1".into(), "small".into()));
+        let b = batches(&hosts, &[], BatchSize::Hosts(4));
+        for batch in &b {
+            let small = batch.iter().filter(|h| h.starts_with('b')).count();
+            assert!(small <= 1, "{batch:?} takes the whole small datacenter");
+        }
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 22);
     }
 }

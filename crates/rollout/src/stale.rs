@@ -89,10 +89,12 @@ pub fn effective_target(
 /// Whether every live agent runs the target (what `--check` tests).
 pub fn converged(hosts: &[HostReport], target: Option<&str>, stale_after_s: u64) -> bool {
     let target = effective_target(hosts, target, stale_after_s);
-    hosts
+    let mut live = hosts
         .iter()
         .filter(|h| h.role == Role::Agent && h.last_seen_s <= stale_after_s)
-        .all(|h| target.is_some() && h.status.current == target)
+        .peekable();
+    // No live agent is no converged fleet.
+    live.peek().is_some() && live.all(|h| target.is_some() && h.status.current == target)
 }
 
 #[cfg(test)]
@@ -142,5 +144,7 @@ mod tests {
         hosts[1].status.current = Some("v1".into());
         assert_eq!(effective_target(&hosts, None, 1000).as_deref(), Some("v2"));
         assert!(!converged(&hosts, None, 60));
+        assert!(!converged(&[], Some("v2"), 60), "no live agent");
+        assert!(!converged(&hosts[2..], Some("v2"), 60), "only a stale one");
     }
 }

@@ -46,6 +46,10 @@ async fn twelve_hosts_in_batches_of_three_with_pauses_then_a_fleet_rollback() {
         12 * 4,
         "depool, restart, health, repool on each host"
     );
+    // Every hook saw the release it replaces.
+    let prev = f.hook_previous();
+    assert_eq!(prev.len(), 48);
+    assert!(prev.iter().all(|(_, _, p)| p == "v1"), "{prev:?}");
     assert!(
         max_depooled(&lines) <= 3,
         "more than 3 hosts out of the pool at once"
@@ -149,7 +153,9 @@ async fn a_failed_health_check_reverts_the_host_and_stops_the_rollout() {
         assert_eq!(f.current(h).as_deref(), Some("v1"), "{h}");
     }
     assert_eq!(f.root("h05").bad().unwrap(), ["v2"]);
-    assert!(f.root("h00").bad().unwrap().is_empty());
+    // The rolled-back hosts abandoned v2 too: no rollback returns to it there.
+    assert_eq!(f.root("h00").bad().unwrap(), ["v2"]);
+    assert!(f.root("h09").bad().unwrap().is_empty(), "never switched");
     let lines = f.hook_lines();
     // h05: switched, failed its health check, restarted on v1, repooled.
     let h05: Vec<(&str, &str)> = lines
@@ -183,6 +189,10 @@ async fn a_failed_health_check_reverts_the_host_and_stops_the_rollout() {
     assert_eq!(r.running["h05"].as_deref(), Some("v1"));
     for (h, _) in f.agents.iter().filter(|(h, _)| h != "h05") {
         assert_eq!(f.current(h).as_deref(), Some("v2"), "{h}");
+        assert!(
+            f.root(h).bad().unwrap().is_empty(),
+            "{h}: named and healthy, no longer bad"
+        );
     }
 }
 
@@ -276,6 +286,7 @@ async fn agents_refuse_forged_misaddressed_expired_and_replayed_orders() {
             id,
             restart: Restart::Emergency,
             drain_ms: 0,
+            abandon: None,
         },
         rollout: "test".into(),
         issued_unix: issued,
@@ -330,6 +341,38 @@ async fn agents_refuse_forged_misaddressed_expired_and_replayed_orders() {
         send(signed(&order("h00", now + 3600, now + 3660, 5), &deploy)).await,
         "future",
     );
+    refused(
+        send(signed(&order("h00", now, now + 7200, 7), &deploy)).await,
+        "at most",
+    );
+    // A release by a tag it does not have, or under another id: checked, not switched.
+    let other = |tag: &str, id, nonce| {
+        let mut o = order("h00", now, now + 60, nonce);
+        o.action = Action::Activate {
+            tag: tag.into(),
+            id,
+            restart: Restart::Emergency,
+            drain_ms: 0,
+            abandon: None,
+        };
+        o
+    };
+    for (o, why) in [
+        (other("v9", id, 8), "not installed"),
+        (
+            other("v1", shoal_bundle::Hash::of(b"another"), 9),
+            "the order names",
+        ),
+    ] {
+        match send(signed(&o, &deploy)).await.unwrap() {
+            Msg::OrderDone(r) => {
+                assert!(!r.ok && r.failed.as_deref() == Some("check"), "{r:?}");
+                assert!(r.message.contains(why), "{r:?}");
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+    assert_eq!(f.current("h00"), None, "nothing switched yet");
     let good = signed(&order("h00", now, now + 60, 6), &deploy);
     match send(good.clone()).await.unwrap() {
         Msg::OrderDone(r) => assert!(
@@ -380,4 +423,65 @@ async fn an_interrupt_lets_the_running_batch_finish_and_starts_no_other() {
     for (h, t) in &r.running {
         assert_eq!(&f.current(h), t, "the report says what {h} runs");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_whose_repool_failed_on_the_new_release_is_rolled_back_too() {
+    let f = Fleet::on_v1_with_v2_staged(6).await;
+    // h01 runs v2 healthily but cannot rejoin the pool: a failure, and the
+    // rollout must not leave it on v2 when it stops.
+    f.fail_repool("h01", "v2");
+    let r = f
+        .rollout(Goal::Deploy("v2".into()), &opts("3"))
+        .await
+        .unwrap();
+    assert!(!r.ok);
+    let h01 = r.hosts.iter().find(|h| h.report.host == "h01").unwrap();
+    assert_eq!(h01.report.failed.as_deref(), Some("repool"), "{h01:?}");
+    let back: BTreeSet<&str> = r
+        .rolled_back
+        .iter()
+        .map(|h| h.report.host.as_str())
+        .collect();
+    assert!(back.contains("h01"), "{:?}", r.rolled_back);
+    for (h, _) in &f.agents {
+        assert_eq!(f.current(h).as_deref(), Some("v1"), "{h}");
+    }
+    // The rolled-back hosts marked v2 bad: a later rollback does not go forward to it.
+    assert_eq!(f.root("h00").bad().unwrap(), ["v2"]);
+    let again = f
+        .rollout(Goal::Rollback(None), &opts("100%"))
+        .await
+        .unwrap();
+    for (h, _) in &f.agents {
+        assert_ne!(
+            f.current(h).as_deref(),
+            Some("v2"),
+            "{h} went forward to the failed release: {again:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_below_the_failure_limit_rolls_nothing_back() {
+    let f = Fleet::on_v1_with_v2_staged(6).await;
+    f.fail_health("h00", "v2");
+    let mut o = opts("2");
+    o.max_failures = 3;
+    let r = f
+        .rollout_stopping_at(Goal::Deploy("v2".into()), &o, 1)
+        .await
+        .unwrap();
+    assert_eq!(r.failures, 1);
+    assert!(
+        r.stopped.as_deref().unwrap().contains("interrupted"),
+        "{r:?}"
+    );
+    assert!(r.rolled_back.is_empty(), "{:?}", r.rolled_back);
+    let on_v2 = r
+        .running
+        .values()
+        .filter(|t| t.as_deref() == Some("v2"))
+        .count();
+    assert_eq!(on_v2, 3, "batch 1 less h00, and batch 2: {:?}", r.running);
 }

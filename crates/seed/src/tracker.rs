@@ -29,6 +29,9 @@ struct HostEntry {
 const LOG_KEPT: usize = 10_000;
 /// The longest a deploy lock may be taken for without renewal.
 const MAX_LOCK_TTL_S: u32 = 600;
+/// How far a lock claim's issue time may be from the tracker's clock.
+const LOCK_CLAIM_SKEW_S: u64 = 300;
+const NOT_HOLDER: &str = "only the holder of the deploy lock may do this (take it with a rollout)";
 
 #[derive(Default)]
 struct State {
@@ -130,45 +133,64 @@ impl Tracker {
         self.state.lock().expect("tracker lock").target.clone()
     }
 
-    fn take_lock(
-        &self,
-        st: &mut State,
-        token: u64,
-        holder: String,
-        purpose: String,
-        ttl_s: u32,
-    ) -> Msg {
-        let ttl = Duration::from_secs(u64::from(ttl_s.clamp(1, MAX_LOCK_TTL_S)));
+    /// A signed claim on the deploy lock: taken when free or expired, renewed
+    /// by its holder (same token), refused otherwise with who holds it.
+    fn take_lock(&self, st: &mut State, claim: &[u8], key: &[u8; 32], signature: &[u8]) -> Msg {
+        let refuse = |message: String| Msg::Error { message };
+        if let Err(e) = shoal_bundle::signing::verify_for(
+            shoal_bundle::signing::Signs::Lock,
+            claim,
+            key,
+            signature,
+            &self.trusted,
+        ) {
+            return refuse(format!(
+                "the deploy lock needs a claim signed by a trusted deploy key: {e}"
+            ));
+        }
+        let c = match shoal_proto::LockClaim::decode(claim) {
+            Ok(c) => c,
+            Err(e) => return refuse(e.to_string()),
+        };
+        if c.issued_unix.abs_diff(unix_now()) > LOCK_CLAIM_SKEW_S {
+            return refuse("the lock claim is stale or from the future (check the clocks)".into());
+        }
+        let ttl = Duration::from_secs(u64::from(c.ttl_s.clamp(1, MAX_LOCK_TTL_S)));
         if let Some(l) = &st.lock
-            && l.token != token
+            && l.token != c.token
             && l.expires > Instant::now()
         {
-            return Msg::Error {
-                message: format!(
-                    "the deploy lock is held by {} ({}) since {}; it expires in {} s unless renewed",
-                    l.holder,
-                    l.purpose,
-                    utc(l.since_unix),
-                    l.expires
-                        .saturating_duration_since(Instant::now())
-                        .as_secs()
-                ),
-            };
+            return refuse(format!(
+                "the deploy lock is held by {} ({}) since {}; it expires in {} s unless renewed",
+                l.holder,
+                l.purpose,
+                utc(l.since_unix),
+                l.expires
+                    .saturating_duration_since(Instant::now())
+                    .as_secs()
+            ));
         }
         match &mut st.lock {
-            Some(l) if l.token == token => l.expires = Instant::now() + ttl,
+            Some(l) if l.token == c.token => l.expires = Instant::now() + ttl,
             _ => {
-                tracing::info!(%holder, %purpose, "deploy lock taken");
+                tracing::info!(holder = %c.holder, purpose = %c.purpose, "deploy lock taken");
                 st.lock = Some(DeployLock {
-                    token,
-                    holder,
-                    purpose,
+                    token: c.token,
+                    holder: c.holder,
+                    purpose: c.purpose,
                     since_unix: unix_now(),
                     expires: Instant::now() + ttl,
                 });
             }
         }
         Msg::Ok
+    }
+
+    /// Whether `token` names the lock held now.
+    fn holds(st: &State, token: u64) -> bool {
+        st.lock
+            .as_ref()
+            .is_some_and(|l| l.token == token && l.expires > Instant::now())
     }
 
     fn record(&self, st: &mut State, entry: LogEntry) -> Msg {
@@ -353,11 +375,10 @@ impl Control for Tracker {
                         }
                     }
                     Msg::Lock {
-                        token,
-                        holder,
-                        purpose,
-                        ttl_s,
-                    } => self.take_lock(&mut st, token, holder, purpose, ttl_s),
+                        claim,
+                        key,
+                        signature,
+                    } => self.take_lock(&mut st, &claim, &key, &signature),
                     Msg::Unlock { token } => {
                         if st.lock.as_ref().is_some_and(|l| l.token == token) {
                             tracing::info!("deploy lock released");
@@ -366,7 +387,7 @@ impl Control for Tracker {
                         Msg::Ok
                     }
                     // Answers with the release, whose id the orders name.
-                    Msg::SetTarget { tag } => {
+                    Msg::SetTarget { token, tag } if Self::holds(&st, token) => {
                         match st.releases.iter().find(|(a, _)| a.tag == tag) {
                             Some((ad, _)) => {
                                 let ad = ad.clone();
@@ -378,7 +399,21 @@ impl Control for Tracker {
                             },
                         }
                     }
-                    Msg::Record { entry } => self.record(&mut st, *entry),
+                    Msg::GetRelease { tag } => match st.releases.iter().find(|(a, _)| a.tag == tag)
+                    {
+                        Some((ad, _)) => Msg::Releases {
+                            releases: vec![ad.clone()],
+                        },
+                        None => Msg::Error {
+                            message: format!("no release {tag:?} was announced"),
+                        },
+                    },
+                    Msg::Record { token, entry } if Self::holds(&st, token) => {
+                        self.record(&mut st, *entry)
+                    }
+                    Msg::SetTarget { .. } | Msg::Record { .. } => Msg::Error {
+                        message: NOT_HOLDER.into(),
+                    },
                     Msg::GetLog { last } => {
                         drop(st);
                         Msg::Log {
@@ -413,5 +448,113 @@ pub fn utc(unix: u64) -> String {
             t.second()
         ),
         Err(_) => format!("{unix} (unix time)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_bundle::signing::{DeployKey, Signs};
+
+    fn hello() -> Hello {
+        Hello {
+            version: shoal_proto::PROTOCOL_VERSION,
+            role: Role::Client,
+            host: "ops".into(),
+            dc: "dc1".into(),
+            listen: None,
+        }
+    }
+
+    fn lock(key: &DeployKey, token: u64, holder: &str, ttl_s: u32) -> Msg {
+        let claim = shoal_proto::LockClaim {
+            token,
+            holder: holder.into(),
+            purpose: "deploy v2".into(),
+            ttl_s,
+            issued_unix: unix_now(),
+        }
+        .encode();
+        let (key, signature) = key.sign_for(Signs::Lock, &claim);
+        Msg::Lock {
+            claim,
+            key,
+            signature,
+        }
+    }
+
+    fn error(m: Msg) -> String {
+        match m {
+            Msg::Error { message } => message,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_deploy_lock_needs_a_deploy_key_names_its_holder_and_expires() {
+        let deploy = DeployKey::generate().unwrap();
+        let stranger = DeployKey::generate().unwrap();
+        let t = Tracker::new(vec![deploy.public()]);
+        let h = hello();
+        assert!(
+            error(t.handle(&h, lock(&stranger, 1, "mallory", 60))).contains("trusted deploy key")
+        );
+        assert_eq!(t.handle(&h, lock(&deploy, 1, "alice@d1", 1)), Msg::Ok);
+        let held = error(t.handle(&h, lock(&deploy, 2, "bob@d2", 60)));
+        assert!(
+            held.contains("alice@d1") && held.contains("deploy v2") && held.contains("since"),
+            "{held}"
+        );
+        // Only the holder's token sets the target or writes the log.
+        assert!(
+            error(t.handle(
+                &h,
+                Msg::SetTarget {
+                    token: 2,
+                    tag: "v1".into()
+                }
+            ))
+            .contains("holder")
+        );
+        let entry = Box::new(LogEntry {
+            at_unix_ms: 0,
+            rollout: "r".into(),
+            who: "bob".into(),
+            what: "forged".into(),
+            host: None,
+            result: "ok".into(),
+        });
+        assert!(
+            error(t.handle(
+                &h,
+                Msg::Record {
+                    token: 2,
+                    entry: entry.clone()
+                }
+            ))
+            .contains("holder")
+        );
+        assert_eq!(t.handle(&h, Msg::Record { token: 1, entry }), Msg::Ok);
+        // Not renewed: after its time-to-live another rollout may take it.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(t.handle(&h, lock(&deploy, 2, "bob@d2", 60)), Msg::Ok);
+        assert!(
+            error(t.handle(
+                &h,
+                Msg::Record {
+                    token: 1,
+                    entry: Box::new(LogEntry {
+                        at_unix_ms: 0,
+                        rollout: "r".into(),
+                        who: "alice".into(),
+                        what: "late".into(),
+                        host: None,
+                        result: "ok".into(),
+                    }),
+                }
+            ))
+            .contains("holder")
+        );
+        assert_eq!(t.log(10).len(), 1);
     }
 }

@@ -85,7 +85,15 @@ pub fn agent_config(
             depool: Some(logging_hook(&log, "depool", "")),
             restart: Some(logging_hook(&log, "restart", "")),
             health: Some(health),
-            repool: Some(logging_hook(&log, "repool", "")),
+            // Repool fails while `failrepool-<host>-<tag>` exists.
+            repool: Some(logging_hook(
+                &log,
+                "repool",
+                &format!(
+                    " && test ! -e {}/failrepool-\"$SHOAL_HOST\"-\"$SHOAL_TAG\"",
+                    dir.display()
+                ),
+            )),
         },
     }
 }
@@ -215,6 +223,10 @@ impl Fleet {
 
     pub fn key(&self) -> DeployKey {
         DeployKey::load(&self.dir.path().join("cluster").join("deploy.key")).unwrap()
+    }
+
+    pub fn fail_repool(&self, host: &str, tag: &str) {
+        std::fs::write(self.dir.path().join(format!("failrepool-{host}-{tag}")), "").unwrap();
     }
 
     pub fn fail_health(&self, host: &str, tag: &str) {
