@@ -33,7 +33,7 @@ pub enum Kind {
     Str,
     /// A file that must exist (and load, see the semantic checks).
     File,
-    /// A directory that may not exist yet but whose parent must.
+    /// A directory (or, for `deploy_log`, a file) that is made if missing.
     Dir,
     Addr,
     Bool,
@@ -225,8 +225,12 @@ pub enum Which {
 }
 
 /// Tells an agent config from a seed config by the keys only one has.
+/// A file that is no valid TOML counts as an agent config (the check then
+/// reports the syntax error).
 pub fn which(text: &str) -> Option<Which> {
-    let t: toml::Table = text.parse().ok()?;
+    let Ok(t) = text.parse::<toml::Table>() else {
+        return Some(Which::Agent);
+    };
     match (t.contains_key("root"), t.contains_key("store")) {
         (true, false) => Some(Which::Agent),
         (false, true) => Some(Which::Seed),
@@ -313,15 +317,13 @@ fn check_value(v: &toml::Value, s: &Key, key: &str, base: &Path, out: &mut Vec<P
             }
         }
         (Kind::Dir, V::String(x)) => {
+            // Created on first start if missing; something else in its place is an error.
             let p = path(x);
-            match p.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
-                    bad(format!("{}: its parent folder does not exist", p.display()))
-                }
-                _ => {}
-            }
             if p.exists() && !p.is_dir() && s.name != "deploy_log" {
                 bad(format!("{}: exists and is no folder", p.display()));
+            }
+            if s.name == "deploy_log" && p.is_dir() {
+                bad(format!("{}: is a folder, not a file", p.display()));
             }
         }
         (Kind::Addr, V::String(x)) => {
@@ -410,7 +412,7 @@ mod tests {
         let text = r#"
 host = ""
 dc = "ams"
-root = "/nonexistent-parent/root"
+root = "id"
 identity = "id"
 trust = ["missing.pub", 3]
 tracker = "10.0.0.1"
