@@ -178,6 +178,27 @@ impl AgentConfig {
 mod tests {
     use super::*;
 
+    /// The shipped example (`dist/agent.toml`) uses every key the struct
+    /// reads, and the struct reads every key the checker knows.
+    #[test]
+    fn the_shipped_example_and_the_checker_agree_with_the_struct() {
+        let text =
+            include_str!("../../../dist/agent.toml").replace("# advertise = ", "advertise = ");
+        let cfg: AgentConfig = toml::from_str(&text).expect("dist/agent.toml parses");
+        assert_eq!(cfg.metrics, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(cfg.hooks.depool.is_some() && cfg.hooks.health.is_some());
+        let table: toml::Table = text.parse().unwrap();
+        for k in crate::check::AGENT {
+            if k.name != "fault_corrupt_uploads" {
+                assert!(
+                    table.contains_key(k.name),
+                    "dist/agent.toml lacks {}",
+                    k.name
+                );
+            }
+        }
+    }
+
     /// The README's `agent.toml` example is a valid config, hooks included.
     #[test]
     fn the_readme_example_parses() {

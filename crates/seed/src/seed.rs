@@ -274,3 +274,25 @@ fn metrics_text(node: &Node, tracker: &Tracker) -> String {
 fn shoal_swarm_default() -> shoal_node::SwarmConfig {
     shoal_node::SwarmConfig::default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped example uses every key of `seed.toml` and parses.
+    #[test]
+    fn the_shipped_example_parses_and_uses_every_key() {
+        let text =
+            include_str!("../../../dist/seed.toml").replace("# advertise = ", "advertise = ");
+        let cfg: SeedConfig = toml::from_str(&text).expect("dist/seed.toml parses");
+        assert_eq!(cfg.metrics, Some("127.0.0.1:9465".parse().unwrap()));
+        let table: toml::Table = text.parse().unwrap();
+        for k in shoal_node::check::SEED {
+            assert!(
+                table.contains_key(k.name),
+                "dist/seed.toml lacks {}",
+                k.name
+            );
+        }
+    }
+}
