@@ -72,46 +72,8 @@ pub fn deploy(goal: Goal, remote: &Remote, args: &RolloutArgs, json: bool) -> Re
                 }
             }
         });
-        let mut last_staging = String::new();
-        let mut on_event = |e: Event| {
-            if json {
-                return;
-            }
-            match e {
-                Event::Staging(dcs) => {
-                    let line = dcs
-                        .iter()
-                        .map(|d| {
-                            let chunks = if d.chunks_total > 0 {
-                                format!(" ({}/{} chunks)", d.chunks_have, d.chunks_total)
-                            } else {
-                                String::new()
-                            };
-                            format!("{} {}/{} staged{chunks}", d.dc, d.staged, d.hosts)
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    if line != last_staging {
-                        eprintln!("staging: {line}");
-                        last_staging = line;
-                    }
-                }
-                Event::Batch {
-                    index,
-                    of,
-                    hosts,
-                    canary,
-                } => eprintln!(
-                    "batch {}/{of}{}: {}",
-                    index + 1,
-                    if canary { " (canary)" } else { "" },
-                    hosts.join(", ")
-                ),
-                Event::Host(h) => eprintln!("  {}", host_line(h)),
-                Event::Pause(d) => eprintln!("  pause {d:?}"),
-                Event::RollingBack(n) => eprintln!("rolling back {n} switched host(s)"),
-            }
-        };
+        let mut view = crate::progress::RolloutView::new(json);
+        let mut on_event = |e: Event| view.event(e);
         let r = shoal_rollout::run(
             &client,
             addr,
@@ -123,6 +85,7 @@ pub fn deploy(goal: Goal, remote: &Remote, args: &RolloutArgs, json: bool) -> Re
             &mut on_event,
         )
         .await;
+        view.finish();
         client.close().await;
         r
     })?;
@@ -134,7 +97,7 @@ pub fn deploy(goal: Goal, remote: &Remote, args: &RolloutArgs, json: bool) -> Re
     })
 }
 
-fn host_line(h: &shoal_rollout::HostResult) -> String {
+pub fn host_line(h: &shoal_rollout::HostResult) -> String {
     let r = &h.report;
     match &r.failed {
         None => format!(
