@@ -109,13 +109,16 @@ pub async fn start_on(
         fault_corrupt_uploads: cfg.fault_corrupt_uploads,
     };
     let node = Node::start(opts, endpoint, None);
-    node.set_orders(Arc::new(crate::orders::Orders::new(
+    let orders = Arc::new(crate::orders::Orders::new(
         &cfg.host,
         &cfg.dc,
         root.clone(),
         trusted.clone(),
         cfg.hooks.clone(),
-    )));
+    ));
+    node.set_orders(orders.clone());
+    // A crash mid-rollout may have left the host depooled.
+    tokio::spawn(async move { orders.recover().await });
     for tag in root.installed()? {
         // Installed releases were verified when installed; serve them.
         match root.manifest(&tag, None) {

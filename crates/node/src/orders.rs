@@ -27,6 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const CLOCK_SKEW_S: u64 = 120;
 /// The longest an order may stay valid.
 const MAX_ORDER_LIFE_S: u64 = 3600;
+/// Present under the root while a graceful switch has the host depooled.
+const DEPOOLED_MARKER: &str = ".depooled";
 /// Problems listed in an audit summary (the count covers all).
 const PROBLEMS_LISTED: usize = 10;
 
@@ -195,6 +197,13 @@ impl Orders {
             }
         };
         *self.busy.lock().expect("busy lock") = Some(format!("switching to {tag}"));
+        // A crash between depool and repool would leave the host out of the
+        // pool: the marker lets the next start put it back (`recover`).
+        let marker = self.root.path().join(DEPOOLED_MARKER);
+        let depools = restart == Restart::Graceful && self.hooks.depool.is_some();
+        if depools && let Err(e) = std::fs::write(&marker, &tag) {
+            tracing::warn!(error = %e, "cannot write the depool marker");
+        }
         let report = self
             .switch(
                 &o.rollout,
@@ -212,6 +221,9 @@ impl Orders {
             && let Err(e) = set_bad(&self.root, failed, true)
         {
             tracing::warn!(tag = %failed, error = %e, "cannot mark the abandoned release bad");
+        }
+        if depools {
+            let _ = std::fs::remove_file(&marker);
         }
         *self.busy.lock().expect("busy lock") = None;
         tracing::info!(
@@ -464,6 +476,58 @@ impl Orders {
         r
     }
 
+    /// After a crash in the middle of a graceful switch (the marker is still
+    /// there): if the service passes its health check on whatever release is
+    /// current, repool the host; otherwise leave it out of the pool and say
+    /// so. Returns whether the host was repooled.
+    pub async fn recover(&self) -> bool {
+        let _one = self.running.lock().await;
+        let marker = self.root.path().join(DEPOOLED_MARKER);
+        let Ok(tag) = std::fs::read_to_string(&marker) else {
+            return false;
+        };
+        tracing::warn!(%tag, "an earlier run stopped between depool and repool; checking health");
+        let current = self.root.current().ok().flatten();
+        let now = self.rel(current.as_deref());
+        let env = |phase: &str| {
+            self.env(
+                phase,
+                "recovery",
+                Restart::Graceful,
+                now.as_ref(),
+                None,
+                false,
+            )
+        };
+        let mut r = OrderReport::default();
+        let repooled = match self
+            .hook(&mut r, "health", self.hooks.health.as_ref(), &env("health"))
+            .await
+        {
+            Err(e) => {
+                tracing::error!(error = %e, "unhealthy after a crash mid-rollout: left out of the pool");
+                false
+            }
+            Ok(()) => match self
+                .hook(&mut r, "repool", self.hooks.repool.as_ref(), &env("repool"))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(current = ?current, "repooled after a crash mid-rollout");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "repool after a crash mid-rollout failed");
+                    false
+                }
+            },
+        };
+        if repooled {
+            let _ = std::fs::remove_file(&marker);
+        }
+        repooled
+    }
+
     /// Re-hashes the current release against its manifest.
     pub async fn audit(&self) -> AuditSummary {
         let root = self.root.clone();
@@ -515,5 +579,54 @@ impl Orders {
         }
         *self.last_audit.lock().expect("audit lock") = Some(s.clone());
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Hook;
+
+    fn hook(cmd: String) -> Option<Hook> {
+        Some(Hook {
+            command: cmd,
+            timeout_s: 5.0,
+            retries: 0,
+            retry_delay_s: 0.1,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_host_left_depooled_by_a_crash_is_repooled_when_healthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path().join("root"));
+        drop(root.lock().unwrap());
+        let log = dir.path().join("log");
+        let sick = dir.path().join("sick");
+        let hooks = Hooks {
+            health: hook(format!(
+                "echo health >> {0}; test ! -e {1}",
+                log.display(),
+                sick.display()
+            )),
+            repool: hook(format!("echo repool >> {}", log.display())),
+            ..Default::default()
+        };
+        let o = Orders::new("h", "dc", root.clone(), Vec::new(), hooks);
+        assert!(!o.recover().await, "no marker: nothing to do");
+        assert!(!log.exists());
+        let marker = root.path().join(DEPOOLED_MARKER);
+        std::fs::write(&marker, "v2").unwrap();
+        std::fs::write(&sick, "").unwrap();
+        assert!(!o.recover().await, "unhealthy: stays out of the pool");
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "health\n");
+        assert!(marker.exists(), "still to be repooled");
+        std::fs::remove_file(&sick).unwrap();
+        assert!(o.recover().await);
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            "health\nhealth\nrepool\n"
+        );
+        assert!(!marker.exists());
     }
 }
