@@ -189,24 +189,12 @@ pub async fn run(
         Goal::Rollback(Some(t)) => format!("rollback to {t}"),
         Goal::Rollback(None) => "rollback".to_string(),
     };
-    let lock = |key: &DeployKey| {
-        let claim = LockClaim {
-            token,
-            holder: opts.who.clone(),
-            purpose: purpose.clone(),
-            ttl_s: LOCK_TTL_S,
-            issued_unix: unix_ms() / 1000,
-        }
-        .encode();
-        let (key, signature) = key.sign_for(Signs::Lock, &claim);
-        Msg::Lock {
-            claim,
-            key,
-            signature,
-        }
-    };
     match tracker
-        .request(&lock(key), MAX_CONTROL, TRACKER_DEADLINE)
+        .request(
+            &lock_claim(key, token, &opts.who, &purpose),
+            MAX_CONTROL,
+            TRACKER_DEADLINE,
+        )
         .await
     {
         Ok(_) => {}
@@ -226,20 +214,7 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(u64::from(LOCK_TTL_S / 3))).await;
-                let claim = LockClaim {
-                    token,
-                    holder: who.clone(),
-                    purpose: purpose.clone(),
-                    ttl_s: LOCK_TTL_S,
-                    issued_unix: unix_ms() / 1000,
-                }
-                .encode();
-                let (k, signature) = key_bytes.sign_for(Signs::Lock, &claim);
-                let m = Msg::Lock {
-                    claim,
-                    key: k,
-                    signature,
-                };
+                let m = lock_claim(&key_bytes, token, &who, &purpose);
                 match tracker.request(&m, MAX_CONTROL, TRACKER_DEADLINE).await {
                     Ok(_) => {}
                     Err(NodeError::Peer { message, .. }) => {
@@ -532,33 +507,28 @@ impl Rollout<'_> {
 
     /// The id of an announced release.
     async fn release_id(&self, tag: &str) -> Result<Hash, RolloutError> {
-        let m = Msg::GetRelease { tag: tag.into() };
-        match self
-            .tracker
-            .request(&m, MAX_CONTROL, TRACKER_DEADLINE)
+        self.ask_release(tag, Msg::GetRelease { tag: tag.into() })
             .await
-        {
-            Ok(Msg::Releases { releases }) if releases.len() == 1 => Ok(releases[0].id),
-            Ok(other) => Err(unexpected(&self.tracker.host, "GetRelease", &other).into()),
-            Err(NodeError::Peer { message, .. }) => {
-                Err(RolloutError::NotAnnounced(tag.into(), message))
-            }
-            Err(e) => Err(e.into()),
-        }
     }
 
+    /// Sets the fleet's target (as the lock's holder); returns its id.
     async fn set_target(&self, tag: &str) -> Result<Hash, RolloutError> {
         let m = Msg::SetTarget {
             token: self.token,
             tag: tag.into(),
         };
+        self.ask_release(tag, m).await
+    }
+
+    /// A tracker request answered with one release.
+    async fn ask_release(&self, tag: &str, m: Msg) -> Result<Hash, RolloutError> {
         match self
             .tracker
             .request(&m, MAX_CONTROL, TRACKER_DEADLINE)
             .await
         {
             Ok(Msg::Releases { releases }) if releases.len() == 1 => Ok(releases[0].id),
-            Ok(other) => Err(unexpected(&self.tracker.host, "SetTarget", &other).into()),
+            Ok(other) => Err(unexpected(&self.tracker.host, m.name(), &other).into()),
             Err(NodeError::Peer { message, .. }) => {
                 Err(RolloutError::NotAnnounced(tag.into(), message))
             }
@@ -752,6 +722,25 @@ impl Rollout<'_> {
         {
             tracing::warn!(error = %e, "cannot write the deploy log");
         }
+    }
+}
+
+/// A claim on the deploy lock, signed by the deploy key (taking and renewing
+/// send the same, with a fresh issue time).
+fn lock_claim(key: &DeployKey, token: u64, holder: &str, purpose: &str) -> Msg {
+    let claim = LockClaim {
+        token,
+        holder: holder.to_string(),
+        purpose: purpose.to_string(),
+        ttl_s: LOCK_TTL_S,
+        issued_unix: unix_ms() / 1000,
+    }
+    .encode();
+    let (key, signature) = key.sign_for(Signs::Lock, &claim);
+    Msg::Lock {
+        claim,
+        key,
+        signature,
     }
 }
 
