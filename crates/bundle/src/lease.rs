@@ -46,12 +46,10 @@ pub fn take(root: &Root, command: &str) -> Result<Lease> {
         .ok_or_else(|| Error::NoCurrent(root.path().to_path_buf()))?;
     let dir = root.leases_dir();
     fs::create_dir_all(&dir).at(&dir)?;
-    let since = SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+        .unwrap_or_default();
+    let (since, nanos) = (now.as_secs(), now.subsec_nanos());
     let name = format!("{}-{since}-{nanos}", std::process::id());
     // Written and locked under a name listings skip, then renamed: a lease is
     // never seen unlocked (that would read as dead).

@@ -33,8 +33,10 @@ pub enum Kind {
     Str,
     /// A file that must exist (and load, see the semantic checks).
     File,
-    /// A directory (or, for `deploy_log`, a file) that is made if missing.
+    /// A directory that is made if missing.
     Dir,
+    /// A file that is made (or appended to) if missing.
+    OutFile,
     Addr,
     Bool,
     /// A whole number, at least the given minimum.
@@ -190,7 +192,7 @@ pub const SEED: &[Key] = &[
         false,
         "pieces uploaded at once",
     ),
-    key("deploy_log", Kind::Dir, false, "the deploy log file"),
+    key("deploy_log", Kind::OutFile, false, "the deploy log file"),
     key(
         "metrics",
         Kind::Addr,
@@ -317,12 +319,15 @@ fn check_value(v: &toml::Value, s: &Key, key: &str, base: &Path, out: &mut Vec<P
             }
         }
         (Kind::Dir, V::String(x)) => {
-            // Created on first start if missing; something else in its place is an error.
+            // Made on first start if missing; something else in its place is an error.
             let p = path(x);
-            if p.exists() && !p.is_dir() && s.name != "deploy_log" {
+            if p.exists() && !p.is_dir() {
                 bad(format!("{}: exists and is no folder", p.display()));
             }
-            if s.name == "deploy_log" && p.is_dir() {
+        }
+        (Kind::OutFile, V::String(x)) => {
+            let p = path(x);
+            if p.is_dir() {
                 bad(format!("{}: is a folder, not a file", p.display()));
             }
         }
@@ -391,7 +396,7 @@ fn check_value(v: &toml::Value, s: &Key, key: &str, base: &Path, out: &mut Vec<P
 fn expected(k: Kind) -> &'static str {
     match k {
         Kind::Str => "a string",
-        Kind::File | Kind::Dir => "a path (string)",
+        Kind::File | Kind::Dir | Kind::OutFile => "a path (string)",
         Kind::Addr => "an address (string)",
         Kind::Bool => "true or false",
         Kind::Int(_) => "a whole number",

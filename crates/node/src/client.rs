@@ -40,10 +40,6 @@ impl Client {
         }
     }
 
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
     /// Connects and exchanges Hello.
     pub async fn connect(&self, addr: SocketAddr, host: &str) -> Result<Conn, NodeError> {
         let conn = shoal_net::connect(&self.endpoint, addr, host).await?;

@@ -107,15 +107,7 @@ impl Order {
     /// Decodes untrusted bytes, refusing trailing ones (what was signed must be
     /// all there is).
     pub fn decode(bytes: &[u8]) -> Result<Order, ProtoError> {
-        let (o, rest) = postcard::take_from_bytes::<Order>(bytes)
-            .map_err(|e| ProtoError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(ProtoError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
-        }
-        Ok(o)
+        decode_exact(bytes)
     }
 }
 
@@ -136,15 +128,7 @@ impl LockClaim {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<LockClaim, ProtoError> {
-        let (c, rest) = postcard::take_from_bytes::<LockClaim>(bytes)
-            .map_err(|e| ProtoError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(ProtoError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
-        }
-        Ok(c)
+        decode_exact(bytes)
     }
 }
 
@@ -383,15 +367,7 @@ impl Msg {
     }
 
     pub fn from_body(body: &[u8]) -> Result<Self, ProtoError> {
-        let (m, rest) = postcard::take_from_bytes::<Msg>(body)
-            .map_err(|e| ProtoError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(ProtoError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
-        }
-        Ok(m)
+        decode_exact(body)
     }
 
     /// A short name for logs and errors.
@@ -428,6 +404,19 @@ impl Msg {
             Msg::Ok => "Ok",
         }
     }
+}
+
+/// Decodes untrusted postcard bytes that must be exactly one value.
+fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ProtoError> {
+    let (v, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProtoError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(v)
 }
 
 /// Reads a frame's length prefix and checks it against `limit`.

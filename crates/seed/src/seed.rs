@@ -51,6 +51,13 @@ pub enum SeedError {
     #[error("{}: {message}", path.display())]
     Config { path: PathBuf, message: String },
     #[error(transparent)]
+    Checked(#[from] shoal_node::config::ConfigError),
+    #[error("cannot serve metrics on {addr}: {cause}")]
+    Metrics {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
     Bundle(#[from] shoal_bundle::Error),
     #[error(transparent)]
     Net(#[from] shoal_net::NetError),
@@ -61,23 +68,7 @@ pub enum SeedError {
 impl SeedConfig {
     /// Reads and checks `seed.toml`; an invalid one is refused with every problem.
     pub fn load(path: &Path) -> Result<Self, SeedError> {
-        let text = shoal_node::config::read_checked(path, shoal_node::check::Which::Seed).map_err(
-            |e| SeedError::Config {
-                path: path.to_path_buf(),
-                message: match e {
-                    shoal_node::config::ConfigError::Invalid { problems, .. } => format!(
-                        "{} problem(s):\n{}",
-                        problems.len(),
-                        problems
-                            .iter()
-                            .map(|p| format!("  {p}"))
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    ),
-                    other => other.to_string(),
-                },
-            },
-        )?;
+        let text = shoal_node::config::read_checked(path, shoal_node::check::Which::Seed)?;
         toml::from_str(&text).map_err(|e| SeedError::Config {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -172,10 +163,7 @@ impl Seed {
             });
             shoal_node::metrics::serve(addr, text)
                 .await
-                .map_err(|e| SeedError::Config {
-                    path: PathBuf::from("metrics"),
-                    message: format!("cannot serve metrics on {addr}: {e}"),
-                })?;
+                .map_err(|cause| SeedError::Metrics { addr, cause })?;
         }
         Ok(seed)
     }
