@@ -68,7 +68,7 @@ pub fn node_metrics(reg: &mut Registry, node: &Node) {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     reg.register(
         "shoal_chunks_verified",
-        "Chunks received whose bytes matched their name",
+        "Chunks received and verified that this host did not hold yet",
         counter(get(&c.chunks_fetched)),
     );
     reg.register(

@@ -238,11 +238,20 @@ impl Apply<'_> {
                 let now = self.node.now();
                 match outcome {
                     Outcome::Good => {
-                        self.known
+                        // An endgame can bring the same chunk from two peers:
+                        // it counts as fetched once.
+                        let new = self
+                            .known
                             .have
                             .lock()
                             .expect("have lock")
                             .set(chunk as usize);
+                        if new {
+                            self.node
+                                .counters
+                                .chunks_fetched
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                         swarm.on_piece(now, peer, chunk, true);
                     }
                     Outcome::Bad => {
@@ -321,10 +330,7 @@ async fn fetch(
         return Outcome::Bad;
     }
     match node.opts.store.put_compressed(&cref.hash, &data) {
-        Ok(()) => {
-            node.counters.chunks_fetched.fetch_add(1, Ordering::Relaxed);
-            Outcome::Good
-        }
+        Ok(()) => Outcome::Good,
         Err(e) => {
             tracing::error!(error = %e, "cannot store a verified chunk");
             Outcome::Failed
