@@ -100,7 +100,7 @@ pub fn status(
     json: bool,
 ) -> Result<ExitCode> {
     let (tracker, tracker_host, id) = crate::rollout::resolve(remote)?;
-    let (hosts, target) = runtime()?.block_on(async {
+    let shoal_proto::FleetState { hosts, target, .. } = runtime()?.block_on(async {
         tokio::time::timeout(
             std::time::Duration::from_secs(10),
             agent::fleet(&id, tracker, &tracker_host),

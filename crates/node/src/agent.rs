@@ -392,7 +392,7 @@ pub async fn fleet(
     identity: &Identity,
     tracker: std::net::SocketAddr,
     tracker_host: &str,
-) -> Result<(Vec<shoal_proto::HostReport>, Option<String>), AgentError> {
+) -> Result<shoal_proto::FleetState, AgentError> {
     let client = crate::client::Client::new(identity, tracker)?;
     let conn = client.connect(tracker, tracker_host).await?;
     let reply = conn
@@ -401,7 +401,7 @@ pub async fn fleet(
     conn.close();
     client.close().await;
     match reply? {
-        Msg::Fleet { hosts, target } => Ok((hosts, target)),
+        Msg::Fleet(f) => Ok(*f),
         other => Err(crate::client::unexpected(tracker_host, "GetFleet", &other).into()),
     }
 }

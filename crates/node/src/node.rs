@@ -122,6 +122,7 @@ pub struct Counters {
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
     pub bytes_down_cross_dc: AtomicU64,
+    pub bytes_up_cross_dc: AtomicU64,
     pub chunks_fetched: AtomicU64,
     pub chunks_rejected: AtomicU64,
     pub peers_banned: AtomicU64,
@@ -375,6 +376,7 @@ impl Node {
             bytes_up: get(&c.bytes_up),
             bytes_down: get(&c.bytes_down),
             bytes_down_cross_dc: get(&c.bytes_down_cross_dc),
+            bytes_up_cross_dc: get(&c.bytes_up_cross_dc),
             chunks_fetched: get(&c.chunks_fetched),
             chunks_rejected: get(&c.chunks_rejected),
             peers_banned: get(&c.peers_banned),
@@ -791,6 +793,11 @@ impl Node {
                 let (reply, permit) = self.piece(id, chunk).await;
                 if let Msg::Piece { data, .. } = &reply {
                     self.counters.add_dc(&from.dc, data.len() as u64, 0);
+                    if from.dc != self.opts.dc {
+                        self.counters
+                            .bytes_up_cross_dc
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                 }
                 slot = permit;
                 reply

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 use shoal_bundle::Hash;
 
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
 /// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
@@ -199,6 +199,8 @@ pub struct Totals {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub bytes_down_cross_dc: u64,
+    /// Chunk bytes sent to hosts in other datacenters.
+    pub bytes_up_cross_dc: u64,
     pub chunks_fetched: u64,
     pub chunks_rejected: u64,
     pub peers_banned: u64,
@@ -212,6 +214,40 @@ pub struct Transfer {
     pub bytes_down: u64,
     pub bytes_up: u64,
     pub bytes_down_cross_dc: u64,
+}
+
+/// What the tracker knows of the fleet (`GetFleet`'s answer).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetState {
+    pub hosts: Vec<HostReport>,
+    /// The release the last rollout aimed the fleet at.
+    pub target: Option<String>,
+    /// Every announced release, oldest first.
+    pub releases: Vec<ReleaseAd>,
+    /// The release live views follow: the newest announced one, unless a
+    /// rollout set the target after it was announced (a rollback), then the
+    /// target.
+    pub focus: Option<String>,
+    /// The running (or last) rollout.
+    pub rollout: Option<RolloutProgress>,
+}
+
+/// Where a rollout is, as its lock holder tells the tracker, so that live
+/// views show the batch switching now and the next.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutProgress {
+    pub rollout: String,
+    /// "deploy v2", "rollback".
+    pub purpose: String,
+    pub who: String,
+    /// "staging", "batch", "pause", "rolling back", "completed", "stopped: ...".
+    pub phase: String,
+    /// The hosts of each batch, in order (canaries first).
+    pub batches: Vec<Vec<String>>,
+    /// The batch running now, or the last one that ran.
+    pub current: Option<u32>,
+    pub done: bool,
+    pub at_unix_ms: u64,
 }
 
 /// The tracker's view of one host, for `shoal status`.
@@ -256,11 +292,7 @@ pub enum Msg {
     },
     Status(HostStatus),
     GetFleet,
-    Fleet {
-        hosts: Vec<HostReport>,
-        /// The release the last rollout aimed the fleet at.
-        target: Option<String>,
-    },
+    Fleet(Box<FleetState>),
     // --- peers ---
     /// Opens a swarm on a peer connection: the sender's chunks of that release.
     Bitfield {
@@ -342,6 +374,12 @@ pub enum Msg {
     OrderDone(Box<OrderReport>),
     Audit,
     Audited(Box<AuditSummary>),
+    // --- live views (added in protocol 4) ---
+    /// The lock holder's rollout progress.
+    Progress {
+        token: u64,
+        progress: Box<RolloutProgress>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -382,7 +420,7 @@ impl Msg {
             Msg::Peers { .. } => "Peers",
             Msg::Status(_) => "Status",
             Msg::GetFleet => "GetFleet",
-            Msg::Fleet { .. } => "Fleet",
+            Msg::Fleet(_) => "Fleet",
             Msg::Lock { .. } => "Lock",
             Msg::Unlock { .. } => "Unlock",
             Msg::SetTarget { .. } => "SetTarget",
@@ -394,6 +432,7 @@ impl Msg {
             Msg::OrderDone(_) => "OrderDone",
             Msg::Audit => "Audit",
             Msg::Audited(_) => "Audited",
+            Msg::Progress { .. } => "Progress",
             Msg::Bitfield { .. } => "Bitfield",
             Msg::Have { .. } => "Have",
             Msg::Request { .. } => "Request",

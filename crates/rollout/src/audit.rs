@@ -36,7 +36,7 @@ pub async fn audit_fleet(
         .request(&Msg::GetFleet, MAX_CONTROL, Duration::from_secs(10))
         .await?
     {
-        Msg::Fleet { hosts, .. } => hosts,
+        Msg::Fleet(f) => f.hosts,
         other => return Err(unexpected(tracker_host, "GetFleet", &other)),
     };
     t.close();

@@ -9,6 +9,7 @@ use shoal_node::NodeError;
 use shoal_node::client::{Client, Conn, unexpected};
 use shoal_proto::{
     Action, HostReport, LockClaim, LogEntry, MAX_CONTROL, Msg, Order, OrderReport, Restart, Role,
+    RolloutProgress,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -167,7 +168,10 @@ struct Rollout<'a> {
     /// Set when a renewal of the lock was refused.
     lost: Arc<AtomicBool>,
     id: String,
+    purpose: String,
     conns: tokio::sync::Mutex<HashMap<String, Arc<Conn>>>,
+    /// The batches, once planned (for progress reports).
+    plan: std::sync::Mutex<Vec<Vec<String>>>,
 }
 
 /// Runs a rollout to its end (or until `stop` turns true between batches).
@@ -235,7 +239,9 @@ pub async fn run(
         token,
         lost,
         id: format!("{}-{:04x}", unix_ms() / 1000, random_u64() & 0xffff),
+        purpose: purpose.clone(),
         conns: tokio::sync::Mutex::new(HashMap::new()),
+        plan: std::sync::Mutex::new(Vec::new()),
     };
     r.log(None, &purpose, "started").await;
     let result = r.run(goal, stop, on_event).await;
@@ -248,6 +254,7 @@ pub async fn run(
         Err(e) => format!("failed: {e}"),
     };
     r.log(None, &purpose, &summary).await;
+    r.progress(&summary, None, true).await;
     renew.abort();
     let _ = tracker
         .request(&Msg::Unlock { token }, MAX_CONTROL, TRACKER_DEADLINE)
@@ -285,6 +292,7 @@ impl Rollout<'_> {
             Goal::Rollback(None) => None,
         };
         if let Goal::Deploy(t) = &goal {
+            self.progress("staging", None, false).await;
             live = self.wait_staged(t, live, &stop, on_event).await?;
         }
         // The release (and its id) the fleet should now run.
@@ -315,6 +323,7 @@ impl Rollout<'_> {
             }
         }
         let plan = batches(&to_switch, &self.opts.canary, self.opts.batch);
+        *self.plan.lock().expect("plan lock") = plan.clone();
         let has_canary = plan
             .first()
             .is_some_and(|b| b.iter().any(|h| self.opts.canary.contains(h)));
@@ -363,6 +372,7 @@ impl Rollout<'_> {
                 hosts: batch,
                 canary: i == 0 && has_canary,
             });
+            self.progress("batch", Some(i), false).await;
             let done = self.order_batch(batch, &by_host, &action, i).await;
             batches_run += 1;
             for r in done {
@@ -383,6 +393,7 @@ impl Rollout<'_> {
             }
             if i + 1 < plan.len() && !self.opts.interval.is_zero() {
                 on_event(Event::Pause(self.opts.interval));
+                self.progress("pause", Some(i), false).await;
                 tokio::select! {
                     _ = tokio::time::sleep(self.opts.interval) => {}
                     _ = stop.wait_for(|s| *s) => {}
@@ -431,6 +442,8 @@ impl Rollout<'_> {
             }
             if !back.is_empty() {
                 on_event(Event::RollingBack(back.len()));
+                *self.plan.lock().expect("plan lock") = batches(&back, &[], self.opts.batch);
+                self.progress("rolling back", None, false).await;
                 for (i, batch) in batches(&back, &[], self.opts.batch).iter().enumerate() {
                     let jobs = batch
                         .iter()
@@ -500,7 +513,7 @@ impl Rollout<'_> {
             .request(&Msg::GetFleet, MAX_CONTROL, TRACKER_DEADLINE)
             .await?
         {
-            Msg::Fleet { hosts, target } => Ok((hosts, target)),
+            Msg::Fleet(f) => Ok((f.hosts, f.target)),
             other => Err(unexpected(&self.tracker.host, "GetFleet", &other).into()),
         }
     }
@@ -700,6 +713,31 @@ impl Rollout<'_> {
         let c = Arc::new(self.client.connect(addr, &t.host).await?);
         self.conns.lock().await.insert(t.host.clone(), c.clone());
         Ok(c)
+    }
+
+    /// Tells the tracker where this rollout is, for live views (best effort).
+    async fn progress(&self, phase: &str, current: Option<usize>, done: bool) {
+        let progress = RolloutProgress {
+            rollout: self.id.clone(),
+            purpose: self.purpose.clone(),
+            who: self.opts.who.clone(),
+            phase: phase.to_string(),
+            batches: self.plan.lock().expect("plan lock").clone(),
+            current: current.map(|c| c as u32),
+            done,
+            at_unix_ms: unix_ms(),
+        };
+        let m = Msg::Progress {
+            token: self.token,
+            progress: Box::new(progress),
+        };
+        if let Err(e) = self
+            .tracker
+            .request(&m, MAX_CONTROL, TRACKER_DEADLINE)
+            .await
+        {
+            tracing::debug!(error = %e, "cannot report rollout progress");
+        }
     }
 
     async fn log(&self, host: Option<&str>, what: &str, result: &str) {

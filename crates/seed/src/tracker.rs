@@ -5,7 +5,10 @@
 use shoal_bundle::Hash;
 use shoal_bundle::signing::{TrustedKey, open_signed};
 use shoal_node::Control;
-use shoal_proto::{Hello, HostReport, HostStatus, LogEntry, Msg, PeerInfo, ReleaseAd, Role};
+use shoal_proto::{
+    FleetState, Hello, HostReport, HostStatus, LogEntry, Msg, PeerInfo, ReleaseAd, Role,
+    RolloutProgress,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +43,9 @@ struct State {
     lock: Option<DeployLock>,
     target: Option<String>,
     log: VecDeque<LogEntry>,
+    rollout: Option<RolloutProgress>,
+    /// How many releases were announced when the target was last set.
+    target_at: usize,
 }
 
 /// One rollout at a time per cluster. A holder renews it while it runs; a
@@ -248,9 +254,28 @@ impl Tracker {
         st.releases.iter().map(|(a, _)| a.clone()).collect()
     }
 
+    /// Everything a live view shows: hosts, target, releases, the rollout.
+    pub fn state(&self) -> FleetState {
+        let st = self.state.lock().expect("tracker lock");
+        let focus = match &st.target {
+            Some(t) if st.target_at >= st.releases.len() => Some(t.clone()),
+            _ => st.releases.last().map(|(a, _)| a.tag.clone()),
+        };
+        FleetState {
+            hosts: Self::reports(&st),
+            target: st.target.clone(),
+            releases: st.releases.iter().map(|(a, _)| a.clone()).collect(),
+            focus,
+            rollout: st.rollout.clone(),
+        }
+    }
+
     /// Every host the tracker knows, for `shoal status`.
     pub fn fleet(&self) -> Vec<HostReport> {
-        let st = self.state.lock().expect("tracker lock");
+        Self::reports(&self.state.lock().expect("tracker lock"))
+    }
+
+    fn reports(st: &State) -> Vec<HostReport> {
         st.hosts
             .iter()
             .map(|(host, h)| HostReport {
@@ -367,12 +392,8 @@ impl Control for Tracker {
                     },
                     Msg::GetPeers { id } => self.peers(&st, from, id),
                     Msg::GetFleet => {
-                        let target = st.target.clone();
                         drop(st);
-                        Msg::Fleet {
-                            hosts: self.fleet(),
-                            target,
-                        }
+                        Msg::Fleet(Box::new(self.state()))
                     }
                     Msg::Lock {
                         claim,
@@ -392,6 +413,7 @@ impl Control for Tracker {
                             Some((ad, _)) => {
                                 let ad = ad.clone();
                                 st.target = Some(tag);
+                                st.target_at = st.releases.len();
                                 Msg::Releases { releases: vec![ad] }
                             }
                             None => Msg::Error {
@@ -411,9 +433,15 @@ impl Control for Tracker {
                     Msg::Record { token, entry } if Self::holds(&st, token) => {
                         self.record(&mut st, *entry)
                     }
-                    Msg::SetTarget { .. } | Msg::Record { .. } => Msg::Error {
-                        message: NOT_HOLDER.into(),
-                    },
+                    Msg::Progress { token, progress } if Self::holds(&st, token) => {
+                        st.rollout = Some(*progress);
+                        Msg::Ok
+                    }
+                    Msg::SetTarget { .. } | Msg::Record { .. } | Msg::Progress { .. } => {
+                        Msg::Error {
+                            message: NOT_HOLDER.into(),
+                        }
+                    }
                     Msg::GetLog { last } => {
                         drop(st);
                         Msg::Log {
