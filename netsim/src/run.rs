@@ -239,6 +239,7 @@ async fn start_fleet(
         upload_slots: 32,
         deploy_log: None,
         metrics: None,
+        web: None,
     };
     let identity = Identity::load(&p.identities[0])?;
     let tuning = Tuning::for_path(seed_host.upload, rtt);

@@ -38,6 +38,8 @@ pub enum Kind {
     /// A file that is made (or appended to) if missing.
     OutFile,
     Addr,
+    /// An address on the loopback interface (for pages without TLS or login).
+    LoopbackAddr,
     Bool,
     /// A whole number, at least the given minimum.
     Int(i64),
@@ -199,6 +201,12 @@ pub const SEED: &[Key] = &[
         false,
         "serve Prometheus metrics here",
     ),
+    key(
+        "web",
+        Kind::LoopbackAddr,
+        false,
+        "serve the read-only fleet page here",
+    ),
 ];
 
 const HOOK_NAMES: &[&str] = &["depool", "restart", "health", "repool"];
@@ -338,6 +346,16 @@ fn check_value(v: &toml::Value, s: &Key, key: &str, base: &Path, out: &mut Vec<P
                 ));
             }
         }
+        (Kind::LoopbackAddr, V::String(x)) => match x.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => {}
+            Ok(_) => bad(format!(
+                "{x:?} is not on loopback: the page has no TLS or login of its own; \
+                 bind it to 127.0.0.1 and reach it through an SSH tunnel or a TLS proxy"
+            )),
+            Err(_) => bad(format!(
+                "{x:?} is not an address with a port, like \"127.0.0.1:9466\""
+            )),
+        },
         (Kind::Bool, V::Boolean(_)) => {}
         (Kind::Int(min), V::Integer(n)) if *n < min => {
             bad(format!("{n} is below the minimum {min}"))
@@ -398,6 +416,7 @@ fn expected(k: Kind) -> &'static str {
         Kind::Str => "a string",
         Kind::File | Kind::Dir | Kind::OutFile => "a path (string)",
         Kind::Addr => "an address (string)",
+        Kind::LoopbackAddr => "a loopback address (string)",
         Kind::Bool => "true or false",
         Kind::Int(_) => "a whole number",
         Kind::Seconds => "a number of seconds",

@@ -40,6 +40,9 @@ pub struct SeedConfig {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9465).
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// Serve the read-only fleet page on this loopback address.
+    #[serde(default)]
+    pub web: Option<SocketAddr>,
 }
 
 fn default_slots() -> usize {
@@ -52,6 +55,11 @@ pub enum SeedError {
     Config { path: PathBuf, message: String },
     #[error(transparent)]
     Checked(#[from] shoal_node::config::ConfigError),
+    #[error("cannot serve the fleet page on {addr}: {cause}")]
+    Web {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
     #[error("cannot serve metrics on {addr}: {cause}")]
     Metrics {
         addr: SocketAddr,
@@ -79,6 +87,8 @@ impl SeedConfig {
 pub struct Seed {
     pub node: Arc<Node>,
     pub tracker: Arc<Tracker>,
+    /// Where the fleet page is served, when it is.
+    pub web: Option<SocketAddr>,
     key: DeployKey,
     store: ChunkStore,
     trusted: Vec<TrustedKey>,
@@ -147,9 +157,10 @@ impl Seed {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
-        let seed = Seed {
+        let mut seed = Seed {
             node,
             tracker,
+            web: None,
             key,
             store,
             trusted,
@@ -164,6 +175,13 @@ impl Seed {
             shoal_node::metrics::serve(addr, text)
                 .await
                 .map_err(|cause| SeedError::Metrics { addr, cause })?;
+        }
+        if let Some(addr) = cfg.web {
+            let bound = crate::web::serve(addr, Arc::downgrade(&seed.tracker))
+                .await
+                .map_err(|cause| SeedError::Web { addr, cause })?;
+            tracing::info!(addr = %bound, "serving the fleet page");
+            seed.web = Some(bound);
         }
         Ok(seed)
     }

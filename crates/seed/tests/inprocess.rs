@@ -60,6 +60,7 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
         upload_slots: 16,
         deploy_log: None,
         metrics: None,
+        web: None,
     };
     let seed = Seed::start(&cfg).await.unwrap();
     let src = d.join("src");

@@ -121,6 +121,7 @@ impl Fleet {
             upload_slots: 16,
             deploy_log: None,
             metrics: None,
+            web: None,
         };
         let cfg = SeedConfig {
             metrics: Some(free_tcp()),
