@@ -58,8 +58,27 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Agent { config } => crate::fleet::agent(&config),
         Command::Status {
             remote,
+            watch: true,
+            stale_after,
+            every,
+            release,
+            until_live,
+            ..
+        } => crate::watch::run(
+            &remote,
+            crate::watch::Options {
+                every,
+                release,
+                stale_after,
+                until_live,
+                json,
+            },
+        ),
+        Command::Status {
+            remote,
             check,
             stale_after,
+            ..
         } => crate::fleet::status(&remote, check, stale_after, json),
         Command::Deploy {
             tag,

@@ -9,6 +9,7 @@ mod local_demo;
 mod ops;
 mod progress;
 mod rollout;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -126,6 +127,20 @@ enum Command {
         /// Seconds without a report after which a host counts as not seen.
         #[arg(long, default_value_t = 30)]
         stale_after: u64,
+        /// Keep watching: a full-screen live view on a terminal (q quits),
+        /// one line per change otherwise, one JSON view per line with --json.
+        #[arg(long, conflicts_with = "check")]
+        watch: bool,
+        /// How often --watch asks the tracker.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, requires = "watch")]
+        every: std::time::Duration,
+        /// The release --watch measures hosts against (default: the newest
+        /// announced, or the target a later rollback set).
+        #[arg(long, requires = "watch")]
+        release: Option<String>,
+        /// With --watch: exit 0 once every agent is live on the release.
+        #[arg(long, requires = "watch")]
+        until_live: bool,
     },
     /// Switch the fleet to a release in batches once every live agent has it
     /// staged and verified, running each agent's hooks around the switch.

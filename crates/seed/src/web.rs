@@ -84,8 +84,7 @@ pub async fn serve(addr: SocketAddr, tracker: Weak<Tracker>) -> std::io::Result<
 /// Samples the tracker until it is gone (or no page can listen any more).
 async fn sample(tracker: Weak<Tracker>, tx: watch::Sender<Sample>) {
     let mut watcher = Watcher::new(STALE_AFTER_S, None);
-    loop {
-        let Some(t) = tracker.upgrade() else { break };
+    while let Some(t) = tracker.upgrade() {
         let state = t.state();
         let log = t.log(LOG_LINES);
         drop(t);
