@@ -71,6 +71,8 @@ pub async fn serve(addr: SocketAddr, tracker: Weak<Tracker>) -> std::io::Result<
         .route("/api/fleet", get(fleet_json))
         .route("/chart.svg", get(chart))
         .route("/events", get(events))
+        // Browsers ask for it on every page; no icon, and no 404 in their console.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app);
     tokio::spawn(async move {

@@ -92,6 +92,9 @@ pub fn hosts_over_time_svg(c: &Chart) -> Result<String, ChartError> {
             .map_err(draw_err)?;
         chart
             .configure_mesh()
+            // Whole hosts only: a few hosts would otherwise get repeated
+            // rounded labels.
+            .y_labels((c.hosts + 1).clamp(2, 11))
             .x_desc("seconds since start")
             .y_desc("hosts verified")
             .x_label_formatter(&x_fmt)
