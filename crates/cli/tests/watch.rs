@@ -189,5 +189,27 @@ fn the_terminal_view_shows_every_host_until_all_are_live() {
             && line.ends_with("4/4 live | every host live"),
         "{text}"
     );
+    // With --json: one FleetView per line, the last one all live.
+    let out = run(&[
+        "status",
+        "--watch",
+        "--json",
+        "--every",
+        "200ms",
+        "--until-live",
+        "--tracker",
+        &format!("127.0.0.1:{}", lab.port),
+        "--tracker-host",
+        "seed",
+        "--identity",
+        lab.observer.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or_default()).expect("a JSON view");
+    assert_eq!(v["all_live"], true);
+    assert_eq!(v["counts"]["live"], 4);
+    assert_eq!(v["dcs"].as_array().map(Vec::len), Some(2));
     drop(agents);
 }

@@ -81,7 +81,10 @@ fn the_page_shows_progress_moving_and_ending_complete() {
     );
     let seen: Value = serde_json::from_slice(&out.stdout).expect("page.mjs prints JSON");
     let fin = &seen["final"];
-    assert_eq!(fin["allLive"], true, "the page never showed all live: {fin:#}");
+    assert_eq!(
+        fin["allLive"], true,
+        "the page never showed all live: {fin:#}"
+    );
     assert_eq!(seen["errors"], serde_json::json!([]), "script errors");
     assert_eq!(fin["connection"], "open");
     assert_eq!(fin["release"], "v1");
@@ -129,7 +132,11 @@ fn the_page_shows_progress_moving_and_ending_complete() {
         .map(|h| h["state"].as_str().unwrap())
         .collect();
     assert_eq!(states, ["live"; 4]);
-    assert!(fin["chart"]["width"].as_u64().unwrap_or(0) > 0, "{}", fin["chart"]);
+    assert!(
+        fin["chart"]["width"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        fin["chart"]
+    );
 
     let png = std::fs::read(&shot).expect("the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");

@@ -474,4 +474,24 @@ command = "x"
         assert_eq!(which(text), Some(Which::Agent));
         assert_eq!(check("host = ", Which::Agent, dir.path())[0].key, "");
     }
+
+    #[test]
+    fn the_fleet_page_binds_only_to_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = |addr: &str| {
+            let text = format!("web = {addr:?}");
+            check(&text, Which::Seed, dir.path())
+                .into_iter()
+                .filter(|p| p.key == "web")
+                .map(|p| p.reason)
+                .collect::<Vec<_>>()
+        };
+        assert!(page("127.0.0.1:9466").is_empty());
+        assert!(page("[::1]:9466").is_empty());
+        let public = page("0.0.0.0:9466");
+        assert_eq!(public.len(), 1);
+        assert!(public[0].contains("not on loopback"), "{public:?}");
+        assert!(page("10.1.2.3:80")[0].contains("SSH tunnel"));
+        assert!(page("localhost")[0].contains("not an address"));
+    }
 }
