@@ -310,10 +310,13 @@ fn draw(
 
     draw_dcs(f, v, dcs);
 
-    let [hosts, rollout] =
-        Layout::horizontal([Constraint::Percentage(65), Constraint::Percentage(35)]).areas(middle);
+    let [hosts, right] =
+        Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(middle);
+    let [rollout, chart] =
+        Layout::vertical([Constraint::Length(8), Constraint::Min(6)]).areas(right);
     draw_hosts(f, v, hosts);
     draw_rollout(f, v, rollout);
+    draw_chart(f, v, chart);
 
     let lines: Vec<Line> = if v.errors.is_empty() {
         vec![Line::styled("none", Style::new().fg(Color::DarkGray))]
@@ -471,6 +474,38 @@ fn draw_rollout(f: &mut ratatui::Frame, v: &FleetView, area: Rect) {
     );
 }
 
+/// Hosts verified over time since the release appeared (the curve netsim
+/// and the web page draw), as a braille line.
+fn draw_chart(f: &mut ratatui::Frame, v: &FleetView, area: Rect) {
+    use ratatui::symbols::Marker;
+    use ratatui::widgets::{Axis, Chart, Dataset, GraphType};
+    let points = shoal_view::chart::steps(&v.curve, Some(v.elapsed_s));
+    let x_max = v.elapsed_s.max(1.0);
+    let y_max = v.hosts.len().max(1) as f64;
+    let data = Dataset::default()
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(Style::new().fg(Color::Green))
+        .data(&points);
+    let chart = Chart::new(vec![data])
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" hosts verified over time "),
+        )
+        .x_axis(
+            Axis::default()
+                .bounds([0.0, x_max])
+                .labels(["0 s".to_string(), format!("{x_max:.0} s")]),
+        )
+        .y_axis(
+            Axis::default()
+                .bounds([0.0, y_max])
+                .labels(["0".to_string(), format!("{}", v.hosts.len())]),
+        );
+    f.render_widget(chart, area);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +573,7 @@ mod tests {
             "failed 1",
             "01:02:03 web-02: v2 failed here",
             "no rollout yet",
+            "hosts verified over time",
         ] {
             assert!(text.contains(want), "missing {want:?}");
         }
