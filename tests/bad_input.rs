@@ -194,13 +194,21 @@ fn good_v2(fx: &Fixture) -> Manifest {
     )
 }
 
+/// A counter above anything packed in the fixture, and no expiry in sight.
+fn fresh() -> shoal_bundle::signing::Freshness {
+    shoal_bundle::signing::Freshness {
+        counter: u64::MAX / 2,
+        expires_unix: u64::MAX,
+    }
+}
+
 /// Puts envelope bytes where `shoal pack` would have put v2's signed manifest.
 fn put_envelope(fx: &Fixture, bytes: &[u8]) {
     fs::write(fx.store.manifest_path("v2"), bytes).unwrap();
 }
 
 fn put_signed(fx: &Fixture, m: &Manifest) -> Vec<u8> {
-    let (bytes, _) = fx.key.sign(m);
+    let (bytes, _) = fx.key.sign(m, fresh());
     put_envelope(fx, &bytes);
     bytes
 }
@@ -421,7 +429,7 @@ fn unknown_envelope_version() {
             matches!(e, Error::Manifest(ManifestError::UnsupportedVersion { what: "signed manifest", found, .. })
                 if *found == SIGNED_VERSION + 1)
         },
-        &["signed manifest format version 2"],
+        &["signed manifest format version 3"],
     );
 }
 
@@ -489,7 +497,7 @@ fn missing_signature() {
 fn signed_by_an_untrusted_key() {
     let s = setup();
     let stranger = DeployKey::generate().unwrap();
-    let (bytes, _) = stranger.sign(&good_v2(&s.fx));
+    let (bytes, _) = stranger.sign(&good_v2(&s.fx), fresh());
     put_envelope(&s.fx, &bytes);
     let fp = stranger.public().fingerprint();
     expect_refused(
@@ -514,7 +522,7 @@ fn truncated_or_garbage_envelope() {
         &bytes[..bytes.len() / 2],
         &bytes[..1],
         &[][..],
-        &[1, 0xff, 0xff][..],
+        &[2, 0xff, 0xff][..],
     ] {
         put_envelope(&s.fx, bad);
         expect_refused(

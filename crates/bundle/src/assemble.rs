@@ -145,7 +145,8 @@ pub fn install(
         // The manifest goes first: a release directory always has its manifest.
         write_atomically(&root.manifest_file(&m.tag), &release.signed_bytes, true)?;
         fs::rename(&tmp, &final_dir).at(&final_dir)?;
-        fsync_dir(&root.releases_dir())
+        fsync_dir(&root.releases_dir())?;
+        root.raise_newest(release.freshness.counter)
     });
     if let Err(e) = built {
         let _ = remove_tree(&tmp);

@@ -69,6 +69,18 @@ pub enum ManifestError {
     UntrustedKey(String),
     #[error("manifest signature is missing or invalid")]
     BadSignature,
+    #[error(
+        "release {tag:?} expired at Unix time {expired_unix}: refusing it as a new release (it could be a replay that keeps this host on old code); pack the tree again to ship it"
+    )]
+    Expired { tag: String, expired_unix: u64 },
+    #[error(
+        "release {tag:?} (counter {counter}) is not newer than the newest release this host installed (counter {newest}): refusing an older release announced as new; to go back, roll back to an installed release"
+    )]
+    NotNewer {
+        tag: String,
+        counter: u64,
+        newest: u64,
+    },
     #[error("invalid tag {0:?}: {1}")]
     BadTag(String, &'static str),
     #[error("manifest entry {path:?}: {reason}")]

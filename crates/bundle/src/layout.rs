@@ -17,7 +17,7 @@
 //! written before the directory is renamed there. Anything `.`-prefixed under
 //! `releases/` is leftover work, removed by [`Root::lock`]'s cleanup.
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::signing::{TrustedKey, Verified, open_signed};
 use crate::tag;
@@ -60,6 +60,11 @@ impl Root {
     }
     pub fn history_file(&self) -> PathBuf {
         self.path.join("history")
+    }
+    /// The highest release counter this host installed (kept when releases
+    /// are removed: an older release stays refused as new).
+    pub fn newest_file(&self) -> PathBuf {
+        self.path.join("newest")
     }
     pub fn bad_file(&self) -> PathBuf {
         self.path.join("bad")
@@ -205,6 +210,27 @@ impl Root {
         read_tags(&self.bad_file())
     }
 
+    /// The highest release counter installed here, if any release was.
+    pub fn newest_counter(&self) -> Result<Option<u64>> {
+        let path = self.newest_file();
+        match fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse().map(Some).map_err(|_| Error::Io {
+                path: path.clone(),
+                cause: io::Error::new(io::ErrorKind::InvalidData, "not a release counter"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    /// Raises the highest installed counter to `counter` (never lowers it).
+    pub fn raise_newest(&self, counter: u64) -> Result<()> {
+        if self.newest_counter()?.is_some_and(|n| n >= counter) {
+            return Ok(());
+        }
+        crate::store::write_atomically(&self.newest_file(), format!("{counter}\n").as_bytes(), true)
+    }
+
     /// The id of an installed release (its signature was checked at install).
     pub fn installed_id(&self, tag: &str) -> Result<Hash> {
         Ok(self.manifest(tag, None)?.id)
@@ -233,6 +259,7 @@ fn open_installed(bytes: &[u8]) -> Result<Verified, crate::error::ManifestError>
     let manifest = crate::manifest::Manifest::decode(&env.manifest)?;
     Ok(Verified {
         id: Hash::of(&env.manifest),
+        freshness: env.freshness,
         manifest,
         signed_bytes: bytes.to_vec(),
     })

@@ -10,7 +10,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::hash::Hash;
 use crate::manifest::{ChunkRef, Entry, EntryKind, MANIFEST_VERSION, Manifest};
 use crate::scan::{Found, StreamReader, scan};
-use crate::signing::DeployKey;
+use crate::signing::{DeployKey, Freshness};
 use crate::store::{ChunkStore, write_atomically};
 use crate::tag;
 use fastcdc::v2020::StreamCDC;
@@ -25,7 +25,15 @@ pub struct PackOptions {
     pub chunking: ChunkParams,
     /// zstd level for new chunks.
     pub level: i32,
+    /// The release counter; by default the packing time in milliseconds, and
+    /// always above the last one this store signed.
+    pub counter: Option<u64>,
+    /// How long agents may take the release as new.
+    pub valid_for: std::time::Duration,
 }
+
+/// How long a release may be taken as new, unless packed with another.
+pub const DEFAULT_VALID_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 impl PackOptions {
     pub fn new(tag: impl Into<String>) -> Self {
@@ -33,14 +41,49 @@ impl PackOptions {
             tag: tag.into(),
             chunking: ChunkParams::default(),
             level: 1,
+            counter: None,
+            valid_for: DEFAULT_VALID_FOR,
         }
     }
+}
+
+/// The store's last release counter (`STORE/counter`), if it signed any.
+fn last_counter(store: &ChunkStore) -> Result<Option<u64>> {
+    let path = store.dir().join("counter");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).at(&path),
+    }
+}
+
+/// The freshness a new release is signed with, and the store's counter raised
+/// to it (so the next release packed here is newer even if the clock is not).
+fn next_freshness(store: &ChunkStore, opts: &PackOptions) -> Result<Freshness> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let last = last_counter(store)?;
+    let counter = opts
+        .counter
+        .unwrap_or_else(|| (now.as_millis() as u64).max(last.map_or(0, |l| l.saturating_add(1))));
+    if last.is_none_or(|l| counter > l) {
+        let path = store.dir().join("counter");
+        write_atomically(&path, format!("{counter}\n").as_bytes(), true)?;
+    }
+    Ok(Freshness {
+        counter,
+        expires_unix: (now + opts.valid_for).as_secs(),
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PackReport {
     pub id: String,
     pub tag: String,
+    /// The release counter and expiry it was signed with.
+    pub counter: u64,
+    pub expires_unix: u64,
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
@@ -170,7 +213,8 @@ pub fn pack(
         chunks: chunks.into_iter().map(|(_, r, _)| r).collect(),
     };
     manifest.validate()?;
-    let (signed, id) = key.sign(&manifest);
+    let freshness = next_freshness(store, opts)?;
+    let (signed, id) = key.sign(&manifest, freshness);
     let path = store.manifest_path(&opts.tag);
     write_atomically(&path, &signed, true)?;
     Ok(PackReport {
@@ -184,5 +228,7 @@ pub fn pack(
         new_chunks,
         new_bytes_stored: new_bytes,
         manifest: path.display().to_string(),
+        counter: freshness.counter,
+        expires_unix: freshness.expires_unix,
     })
 }

@@ -1,7 +1,14 @@
 //! Deploy keys and signed manifests.
 //!
-//! The deploy key (ed25519) signs the release id. Agents pin the public keys they
-//! trust; transport trust (the cluster CA) is separate and is not consulted here.
+//! The deploy key (ed25519) signs the release id together with the release's
+//! [`Freshness`]: a counter that only grows from one release to the next, and
+//! an expiry. The id stays the hash of the manifest alone (the same tree gives
+//! the same id), while the signature also vouches for which release is newer
+//! and until when it may be taken, as The Update Framework's timestamp and
+//! snapshot roles do: an agent refuses an older release announced as new
+//! (rollback attack) and an expired one (freeze attack). Agents pin the public
+//! keys they trust; transport trust (the cluster CA) is separate and is not
+//! consulted here.
 //! Key files are one line of text: `shoal-deploy-secret-v1 <hex>` and
 //! `shoal-deploy-key-v1 <hex>`.
 
@@ -15,11 +22,11 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-pub const SIGNED_VERSION: u32 = 1;
+pub const SIGNED_VERSION: u32 = 2;
 const SECRET_PREFIX: &str = "shoal-deploy-secret-v1 ";
 const PUBLIC_PREFIX: &str = "shoal-deploy-key-v1 ";
 /// Domain separation: a shoal signature can never be replayed as another protocol's.
-const CONTEXT: &[u8] = b"shoal release manifest v1\0";
+const CONTEXT: &[u8] = b"shoal release manifest v2\0";
 /// Rollout orders are signed under their own context, so an order's signature
 /// can never pass for a manifest's, nor the reverse.
 const ORDER_CONTEXT: &[u8] = b"shoal rollout order v1\0";
@@ -43,6 +50,18 @@ impl Signs {
     }
 }
 
+/// Which release is newer, and until when a release may be newly taken;
+/// signed with the release id.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Freshness {
+    /// Grows with every release packed (by default the packing time in
+    /// milliseconds, and always above the store's last).
+    pub counter: u64,
+    /// After this Unix time no agent takes the release as new (one already
+    /// installed can still be switched to by an operator).
+    pub expires_unix: u64,
+}
+
 /// The envelope stored beside chunks and sent to agents.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SignedManifest {
@@ -50,6 +69,7 @@ pub struct SignedManifest {
     /// The canonical manifest encoding; its BLAKE3 is the release id.
     #[serde(with = "serde_bytes")]
     pub manifest: Vec<u8>,
+    pub freshness: Freshness,
     /// The public key that signed (must be one the reader trusts).
     pub key: [u8; 32],
     /// 64 signature bytes (serde has no 64-byte arrays).
@@ -62,6 +82,7 @@ pub struct SignedManifest {
 pub struct Verified {
     pub manifest: Manifest,
     pub id: Hash,
+    pub freshness: Freshness,
     /// The envelope as received, to store beside the installed release.
     pub signed_bytes: Vec<u8>,
 }
@@ -97,14 +118,16 @@ impl DeployKey {
         Ok(DeployKey(SigningKey::from_bytes(&bytes)))
     }
 
-    /// Signs a manifest, returning the envelope's bytes and the release id.
-    pub fn sign(&self, manifest: &Manifest) -> (Vec<u8>, Hash) {
+    /// Signs a manifest and its freshness, returning the envelope's bytes and
+    /// the release id.
+    pub fn sign(&self, manifest: &Manifest, freshness: Freshness) -> (Vec<u8>, Hash) {
         let encoded = manifest.encode();
         let id = Hash::of(&encoded);
-        let signature = self.0.sign(&signed_message(&id));
+        let signature = self.0.sign(&signed_message(&id, &freshness));
         let env = SignedManifest {
             version: SIGNED_VERSION,
             manifest: encoded,
+            freshness,
             key: self.0.verifying_key().to_bytes(),
             signature: signature.to_bytes().to_vec(),
         };
@@ -184,8 +207,40 @@ pub fn pub_path(path: &Path) -> std::path::PathBuf {
     s.into()
 }
 
-fn signed_message(id: &Hash) -> Vec<u8> {
-    [CONTEXT, &id.0].concat()
+fn signed_message(id: &Hash, f: &Freshness) -> Vec<u8> {
+    [
+        CONTEXT,
+        &id.0,
+        &f.counter.to_be_bytes(),
+        &f.expires_unix.to_be_bytes(),
+    ]
+    .concat()
+}
+
+impl Verified {
+    /// Whether a host may take this release as a new one: it has not
+    /// expired, and it is newer than every release the host installed
+    /// (`newest`, the highest counter it took). An operator's rollback to a
+    /// release already installed does not ask this.
+    pub fn check_fresh(&self, now_unix: u64, newest: Option<u64>) -> Result<(), ManifestError> {
+        let f = self.freshness;
+        if f.expires_unix <= now_unix {
+            return Err(ManifestError::Expired {
+                tag: self.manifest.tag.clone(),
+                expired_unix: f.expires_unix,
+            });
+        }
+        if let Some(n) = newest
+            && f.counter <= n
+        {
+            return Err(ManifestError::NotNewer {
+                tag: self.manifest.tag.clone(),
+                counter: f.counter,
+                newest: n,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Decodes an untrusted envelope: bounded size, known version, a trusted key, a
@@ -203,12 +258,13 @@ pub fn open_signed(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verified, Man
     let signature =
         Signature::from_slice(&env.signature).map_err(|_| ManifestError::BadSignature)?;
     let id = Hash::of(&env.manifest);
-    key.verify_strict(&signed_message(&id), &signature)
+    key.verify_strict(&signed_message(&id, &env.freshness), &signature)
         .map_err(|_| ManifestError::BadSignature)?;
     let manifest = Manifest::decode(&env.manifest)?;
     Ok(Verified {
         manifest,
         id,
+        freshness: env.freshness,
         signed_bytes: bytes.to_vec(),
     })
 }
@@ -275,11 +331,16 @@ mod tests {
         assert!(verify_for(Signs::Lock, b"activate v2", &key, &lock_sig, &trusted).is_ok());
         // A manifest signature over the same bytes does not pass as an order's.
         let id = Hash::of(b"activate v2");
-        let manifest_sig = k.0.sign(&signed_message(&id));
+        let manifest_sig = k.0.sign(&signed_message(&id, &FRESH));
         assert!(verify_order(&id.0, &key, &manifest_sig.to_bytes(), &trusted).is_err());
     }
     use crate::chunk::ChunkParams;
     use crate::manifest::MANIFEST_VERSION;
+
+    const FRESH: Freshness = Freshness {
+        counter: 7,
+        expires_unix: u64::MAX,
+    };
 
     fn sample() -> Manifest {
         Manifest {
@@ -295,10 +356,11 @@ mod tests {
     fn sign_open_and_refuse() {
         let k = DeployKey::generate().unwrap();
         let other = DeployKey::generate().unwrap();
-        let (bytes, id) = k.sign(&sample());
+        let (bytes, id) = k.sign(&sample(), FRESH);
         let v = open_signed(&bytes, &[other.public(), k.public()]).unwrap();
         assert_eq!(v.id, id);
         assert_eq!(v.manifest, sample());
+        assert_eq!(v.freshness, FRESH);
 
         assert!(matches!(
             open_signed(&bytes, &[other.public()]),
@@ -314,6 +376,25 @@ mod tests {
             open_signed(&forged, &[k.public()]),
             Err(ManifestError::BadSignature)
         ));
+        // The freshness is signed too: a relay cannot make a release look
+        // newer, or extend its life.
+        for f in [
+            Freshness {
+                counter: 8,
+                ..FRESH
+            },
+            Freshness {
+                expires_unix: 1,
+                ..FRESH
+            },
+        ] {
+            let mut env: SignedManifest = postcard::from_bytes(&bytes).unwrap();
+            env.freshness = f;
+            assert!(matches!(
+                open_signed(&postcard::to_stdvec(&env).unwrap(), &[k.public()]),
+                Err(ManifestError::BadSignature)
+            ));
+        }
         // Missing signature.
         env.signature.clear();
         let unsigned = postcard::to_stdvec(&env).unwrap();
@@ -334,5 +415,30 @@ mod tests {
         assert_eq!(TrustedKey::load(&pub_path(&path)).unwrap(), k.public());
         assert!(DeployKey::load(&pub_path(&path)).is_err());
         assert!(k.save(&path).is_err(), "never overwrites a key");
+    }
+
+    #[test]
+    fn only_unexpired_newer_releases_are_fresh() {
+        let k = DeployKey::generate().unwrap();
+        let f = Freshness {
+            counter: 100,
+            expires_unix: 5_000,
+        };
+        let v = open_signed(&k.sign(&sample(), f).0, &[k.public()]).unwrap();
+        assert!(v.check_fresh(4_999, None).is_ok());
+        assert!(v.check_fresh(4_999, Some(99)).is_ok());
+        assert!(matches!(
+            v.check_fresh(5_000, None),
+            Err(ManifestError::Expired {
+                expired_unix: 5_000,
+                ..
+            })
+        ));
+        for newest in [100, 101] {
+            assert!(matches!(
+                v.check_fresh(0, Some(newest)),
+                Err(ManifestError::NotNewer { counter: 100, .. })
+            ));
+        }
     }
 }

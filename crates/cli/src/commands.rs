@@ -164,12 +164,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             key,
             chunk_avg,
             level,
+            valid_for,
+            counter,
         } => {
             let key = DeployKey::load(&key).context("loading the deploy key")?;
             let store = ChunkStore::open(&store).context("opening the store")?;
             let mut opts = PackOptions::new(&tag);
             opts.chunking = ChunkParams::with_avg(chunk_avg);
             opts.level = level;
+            opts.valid_for = valid_for;
+            opts.counter = counter;
             let bar = bytes_bar(json, stream_size(&dir).unwrap_or(0), "packing");
             let report = pack(&dir, &store, &key, &opts, &|n| bar.inc(n))
                 .with_context(|| format!("packing {} as {tag}", dir.display()))?;

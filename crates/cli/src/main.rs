@@ -203,6 +203,14 @@ enum Command {
         /// zstd level for new chunks (1 packs as fast as `tar | zstd -1`).
         #[arg(long, default_value_t = 1)]
         level: i32,
+        /// How long agents may take the release as new (after that they
+        /// refuse it: a stale release cannot be replayed as current).
+        #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
+        /// The release counter (default: now in milliseconds, above the
+        /// store's last); agents take only releases newer than any they have.
+        #[arg(long)]
+        counter: Option<u64>,
     },
     /// Assemble and verify a release from a store into ROOT/releases/.
     Install {

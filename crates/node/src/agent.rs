@@ -184,10 +184,7 @@ async fn tracker_loop(
     book: Arc<AddressBook>,
 ) {
     let poll = Duration::from_millis(cfg.poll_ms.max(50));
-    // Releases whose manifest no peer had yet, and since when.
-    let mut waiting = std::collections::HashMap::new();
-    // When each fetching release's peer list was last asked for.
-    let mut listed = std::collections::HashMap::new();
+    let mut seen = Seen::default();
     while !node.is_closed() {
         let tracker = match node.connect(cfg.tracker, &cfg.tracker_host).await {
             Ok(id) => id,
@@ -199,16 +196,7 @@ async fn tracker_loop(
             }
         };
         while !node.is_closed() {
-            let r = poll_once(
-                &node,
-                tracker,
-                &root,
-                &trusted,
-                &book,
-                &mut waiting,
-                &mut listed,
-            )
-            .await;
+            let r = poll_once(&node, tracker, &root, &trusted, &book, &mut seen).await;
             if let Err(e) = r {
                 if node.is_closed() {
                     break;
@@ -223,15 +211,30 @@ async fn tracker_loop(
     }
 }
 
+/// What the poll loop remembers between polls.
+#[derive(Default)]
+struct Seen {
+    /// Releases whose manifest no peer had yet, and since when.
+    waiting: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
+    /// When each fetching release's peer list was last asked for.
+    listed: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
+    /// Releases refused as not fresh (asked about only once).
+    refused: std::collections::HashSet<shoal_bundle::Hash>,
+}
+
 async fn poll_once(
     node: &Arc<Node>,
     tracker: u64,
     root: &Root,
     trusted: &[TrustedKey],
     book: &AddressBook,
-    waiting: &mut std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
-    listed: &mut std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
+    seen: &mut Seen,
 ) -> Result<(), AgentError> {
+    let Seen {
+        waiting,
+        listed,
+        refused,
+    } = seen;
     let orders = node.orders();
     let status = HostStatus {
         staged: root.installed()?,
@@ -248,7 +251,7 @@ async fn poll_once(
     if let Msg::Releases { releases } = reply {
         let installed = root.installed()?;
         for ad in releases {
-            if node.knows(&ad.id) || installed.contains(&ad.tag) {
+            if node.knows(&ad.id) || installed.contains(&ad.tag) || refused.contains(&ad.id) {
                 continue;
             }
             let since = *waiting.entry(ad.id).or_insert_with(std::time::Instant::now);
@@ -258,6 +261,14 @@ async fn poll_once(
             waiting.remove(&ad.id);
             match open_signed(&signed, trusted) {
                 Ok(v) if v.id == ad.id => {
+                    // Rollback and freeze attacks: an older release announced
+                    // as new, or an expired one, is refused (once, loudly).
+                    if let Err(e) = v.check_fresh(crate::orders::unix_now(), root.newest_counter()?)
+                    {
+                        tracing::error!(tag = %ad.tag, error = %e, "refusing release");
+                        refused.insert(ad.id);
+                        continue;
+                    }
                     tracing::info!(tag = %v.manifest.tag, id = %v.id, "joining swarm");
                     node.fetch(v);
                 }

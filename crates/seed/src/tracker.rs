@@ -227,6 +227,15 @@ impl Tracker {
     /// Adds a release; its manifest must be signed by a trusted deploy key.
     pub fn announce(&self, signed: Vec<u8>) -> Result<ReleaseAd, TrackerError> {
         let v = open_signed(&signed, &self.trusted)?;
+        // Agents would refuse it; saying so here tells whoever announced it.
+        if v.freshness.expires_unix <= unix_now() {
+            return Err(TrackerError::Manifest(
+                shoal_bundle::error::ManifestError::Expired {
+                    tag: v.manifest.tag,
+                    expired_unix: v.freshness.expires_unix,
+                },
+            ));
+        }
         let ad = ReleaseAd {
             tag: v.manifest.tag.clone(),
             id: v.id,

@@ -192,6 +192,23 @@ impl Fleet {
         self.seed.publish(&self.src, tag).unwrap();
     }
 
+    /// Publishes an edit of the tree as `tag` with its own release counter
+    /// and validity; returns what announcing it said.
+    pub fn publish_with(
+        &mut self,
+        tag: &str,
+        counter: Option<u64>,
+        valid_for: Duration,
+    ) -> Result<shoal_bundle::Hash, shoal_seed::seed::SeedError> {
+        shoal_sample::edit(&self.src, &self.stats, 5.0, tag.len() as u64 + 7).unwrap();
+        let store = shoal_bundle::ChunkStore::open(self.dir.path().join("seed-store")).unwrap();
+        let mut o = shoal_bundle::pack::PackOptions::new(tag);
+        o.counter = counter;
+        o.valid_for = valid_for;
+        shoal_bundle::pack::pack(&self.src, &store, &self.key(), &o, &|_| {}).unwrap();
+        self.seed.announce(tag)
+    }
+
     pub fn root(&self, host: &str) -> Root {
         Root::new(self.dir.path().join(host))
     }
