@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use shoal_bundle::Hash;
 
+pub mod checks;
+
 pub const PROTOCOL_VERSION: u32 = 4;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
