@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The fuzz campaign: every target for SECONDS (default 600), two at a time
-# (one per core), from the committed seeds in fuzz/corpus/<target>/ into a
+# The fuzz campaign: every target for SECONDS (default 600), JOBS at a time
+# (default 2, one per core), from the committed seeds in fuzz/corpus/<target>/ into a
 # working corpus in fuzz/work/<target>/. Prints executions per target and any
 # crash; a crash input lands in fuzz/artifacts/<target>/: copy it into
 # fuzz/regressions/<target>/ (the stable suite replays those) and fix the bug.
@@ -21,8 +21,10 @@ run() {
   crash=$(grep -c -E '^(==[0-9]+== ERROR|thread .* panicked)' "logs/$t.log" || true)
   echo "$t: $runs executions in $secs s, $crash crash(es), corpus $(ls "work/$t" | wc -l) inputs"
 }
-for ((i = 0; i < ${#targets[@]}; i += 2)); do
-  run "${targets[i]}" &
-  if ((i + 1 < ${#targets[@]})); then run "${targets[i + 1]}" & fi
+jobs=${JOBS:-2}
+for ((i = 0; i < ${#targets[@]}; i += jobs)); do
+  for ((j = i; j < i + jobs && j < ${#targets[@]}; j++)); do
+    run "${targets[j]}" &
+  done
   wait
 done
