@@ -51,11 +51,12 @@ pub(crate) enum SessionEvent {
 pub(crate) enum Outcome {
     /// Verified and stored.
     Good,
-    /// Bytes that do not match the chunk's name.
+    /// Bytes that do not match the chunk's name, or an answer that breaks
+    /// protocol.
     Bad,
     /// The peer does not have it.
     Lacks,
-    /// Timed out, stream failed, or the peer broke protocol.
+    /// Timed out, or the stream or connection failed.
     Failed,
 }
 
@@ -286,10 +287,13 @@ async fn fetch(
             .await
             .ok()?;
         let _ = send.finish();
-        recv_msg(&mut recv, MAX_PIECE).await.ok()?
+        Some(recv_msg(&mut recv, MAX_PIECE).await)
     };
     let reply = match tokio::time::timeout(node.opts.request_timeout, exchange).await {
-        Ok(Some(m)) => m,
+        Ok(Some(Ok(Some(m)))) => m,
+        // A frame over the limit, or bytes that are no message: the peer
+        // broke protocol, which is as bad as wrong bytes.
+        Ok(Some(Err(shoal_net::NetError::Proto(_)))) => return Outcome::Bad,
         _ => return Outcome::Failed,
     };
     let data = match reply {
@@ -299,7 +303,8 @@ async fn fetch(
             data,
         } if i == id && c == chunk => data,
         Msg::Reject { .. } => return Outcome::Lacks,
-        _ => return Outcome::Failed,
+        // Another message, or a piece of another chunk.
+        _ => return Outcome::Bad,
     };
     let n = data.len() as u64;
     // The cap is charged what actually arrived; the wait holds this request's

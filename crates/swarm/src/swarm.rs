@@ -7,6 +7,11 @@ use std::time::Duration;
 
 /// Timeout rounds in a row after which a peer is treated as gone.
 const UNRESPONSIVE_STRIKES: u32 = 2;
+/// Requests in a row that failed at once (stream refused or reset, the
+/// connection broken mid-answer) after which a peer is banned from the swarm:
+/// a peer that claims every chunk and fails every request would otherwise be
+/// asked again and again, ahead of honest peers further away.
+const FAILURES_BEFORE_BAN: u32 = 16;
 
 /// Chosen by the driver; unique per connection.
 pub type PeerId = u64;
@@ -106,6 +111,8 @@ struct Peer {
     progress_at: Duration,
     /// Ticks in a row in which its requests timed out without a delivery.
     strikes: u32,
+    /// Requests in a row that failed without an answer.
+    failures: u32,
 }
 
 pub struct Swarm {
@@ -275,6 +282,7 @@ impl Swarm {
                 idle: false,
                 progress_at: self.now,
                 strikes: 0,
+                failures: 0,
             },
         );
         // A new host in this datacenter changes who each chunk is assigned to.
@@ -377,6 +385,7 @@ impl Swarm {
         let len = u64::from(self.lens[chunk as usize]);
         if let Some(p) = self.peers.get_mut(&peer) {
             p.strikes = 0;
+            p.failures = 0;
             p.progress_at = now;
         }
         let local = self.peers.get(&peer).is_none_or(|p| p.local);
@@ -411,6 +420,16 @@ impl Swarm {
     /// (so it is not asked again); otherwise it was busy or the stream failed.
     pub fn on_failed(&mut self, peer: PeerId, chunk: ChunkIx, lacks: bool) {
         self.end_request(peer, chunk);
+        if !lacks && let Some(p) = self.peers.get_mut(&peer) {
+            p.failures += 1;
+            if p.failures >= FAILURES_BEFORE_BAN {
+                self.ban(
+                    peer,
+                    format!("{FAILURES_BEFORE_BAN} requests in a row failed"),
+                );
+                return;
+            }
+        }
         if lacks
             && let Some(p) = self.peers.get_mut(&peer)
             && p.have.clear(chunk as usize)

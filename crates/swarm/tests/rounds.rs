@@ -414,3 +414,41 @@ fn a_remote_seed_is_left_to_its_own_datacenter() {
     assert_eq!(r.len(), chunks);
     assert!(r.iter().all(|&(p, _)| p == 1));
 }
+
+/// A peer that claims every chunk and fails every request at once (resets
+/// its streams) is banned after a run of failures, and the chunks come from
+/// an honest peer instead.
+#[test]
+fn a_peer_whose_requests_always_fail_is_banned() {
+    let mut s = Swarm::new(Config::default(), "me", vec![1000; 64], BitSet::new(64));
+    s.add_peer(1, "breaks", true, false);
+    s.peer_bitfield(1, |_| true);
+    s.add_peer(2, "honest", true, false);
+    s.peer_bitfield(2, |_| true);
+    let mut now = Duration::ZERO;
+    let mut from_honest = 0;
+    for _ in 0..200 {
+        s.tick(now);
+        while let Some(a) = s.poll_action() {
+            if let Action::Request { peer, chunk } = a {
+                if peer == 1 {
+                    s.on_failed(1, chunk, false);
+                } else {
+                    from_honest += 1;
+                    s.on_piece(now, peer, chunk, true);
+                }
+            }
+        }
+        if s.missing() == 0 {
+            break;
+        }
+        now += Duration::from_millis(10);
+    }
+    assert!(s.is_banned(1), "the failing peer was not banned");
+    assert_eq!(
+        s.missing(),
+        0,
+        "the release did not complete from the honest peer"
+    );
+    assert_eq!(from_honest, 64);
+}

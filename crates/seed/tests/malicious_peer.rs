@@ -1,0 +1,287 @@
+//! Fault injection: a malicious cluster member (a real certificate, its own
+//! QUIC endpoint) joins a victim agent's swarm in the victim's datacenter, so
+//! the victim prefers it, and misbehaves one way per release: wrong bytes,
+//! pieces of the wrong length, an endless oversized frame, claiming chunks it
+//! lacks, resetting every request, and a flood of requests. Every time the victim still ends with the
+//! release verified, current and auditing clean, and the previous release
+//! intact.
+
+use shoal_bundle::Root;
+use shoal_bundle::audit::audit_release;
+use shoal_net::quinn;
+use shoal_net::{Identity, Tuning, recv_msg, send_msg};
+use shoal_node::agent;
+use shoal_node::config::AgentConfig;
+use shoal_proto::{Hello, MAX_CONTROL, MAX_PIECE, Msg, PROTOCOL_VERSION, Role};
+use shoal_seed::seed::{Seed, SeedConfig};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn agent_config(dir: &Path, host: &str, dc: &str, tracker: SocketAddr, extra: &str) -> AgentConfig {
+    let cluster = dir.join("cluster");
+    let identity = dir.join(format!("{host}.identity"));
+    shoal_net::cluster::issue(&cluster, host, dc, &identity).unwrap();
+    let text = format!(
+        "host = {host:?}\ndc = {dc:?}\nroot = {:?}\nidentity = {:?}\ntrust = [{:?}]\ntracker = \"{tracker}\"\ntracker_host = \"seed\"\nlisten = \"127.0.0.1:0\"\nauto_activate = true\npoll_ms = 100\nreserve = 0\n{extra}\n",
+        dir.join(host),
+        identity,
+        cluster.join("deploy.key.pub")
+    );
+    toml::from_str(&text).unwrap()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    /// Pieces of plausible size whose bytes are noise.
+    WrongBytes,
+    /// Pieces of 3 bytes.
+    WrongLength,
+    /// A frame announcing 4 GiB, then bytes without end.
+    Endless,
+    /// Claims every chunk, refuses every request.
+    Lacks,
+    /// Claims every chunk, resets every request's stream at once.
+    Resets,
+    /// Thousands of requests at once, for chunks the victim holds.
+    Flood,
+}
+
+/// Mallory's side of one connection to the victim.
+async fn misbehave(
+    ep: &quinn::Endpoint,
+    victim: SocketAddr,
+    id: shoal_bundle::Hash,
+    chunks: usize,
+    flood_id: shoal_bundle::Hash,
+    mode: Mode,
+    asked: Arc<AtomicU64>,
+) {
+    let conn = shoal_net::connect(ep, victim, "victim").await.unwrap();
+    let (mut ctl, mut ctl_in) = conn.open_bi().await.unwrap();
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        role: Role::Agent,
+        host: "mallory".into(),
+        dc: "dc2".into(),
+        listen: None,
+    };
+    send_msg(&mut ctl, &Msg::Hello(hello)).await.unwrap();
+    assert!(matches!(
+        recv_msg(&mut ctl_in, MAX_CONTROL).await,
+        Ok(Some(Msg::Hello(_)))
+    ));
+    if mode == Mode::Flood {
+        let mut jobs = Vec::new();
+        for i in 0..2000u32 {
+            let conn = conn.clone();
+            jobs.push(tokio::spawn(async move {
+                let Ok((mut s, mut r)) = conn.open_bi().await else {
+                    return;
+                };
+                let m = Msg::Request {
+                    id: flood_id,
+                    chunk: i % 4,
+                };
+                if send_msg(&mut s, &m).await.is_ok() {
+                    let _ = s.finish();
+                    let _ = recv_msg(&mut r, MAX_PIECE).await;
+                }
+            }));
+        }
+        asked.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        for j in jobs {
+            let _ = j.await;
+        }
+        return;
+    }
+    // Every chunk, as far as the victim can tell.
+    let bits = vec![0xff; chunks.div_ceil(8)];
+    send_msg(&mut ctl, &Msg::Bitfield { id, bits })
+        .await
+        .unwrap();
+    // Keep reading the victim's control messages (bitfields, haves).
+    tokio::spawn(
+        async move { while let Ok(Some(_)) = recv_msg(&mut ctl_in, MAX_CONTROL).await {} },
+    );
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let asked = asked.clone();
+        tokio::spawn(async move {
+            let Ok(Some(Msg::Request { id, chunk })) = recv_msg(&mut recv, MAX_CONTROL).await
+            else {
+                return;
+            };
+            asked.fetch_add(1, Ordering::Relaxed);
+            let _ = match mode {
+                Mode::WrongBytes => {
+                    let data = (0..3000u32).map(|i| (i * 7 + chunk) as u8).collect();
+                    send_msg(&mut send, &Msg::Piece { id, chunk, data }).await
+                }
+                Mode::WrongLength => {
+                    send_msg(
+                        &mut send,
+                        &Msg::Piece {
+                            id,
+                            chunk,
+                            data: vec![0; 3],
+                        },
+                    )
+                    .await
+                }
+                Mode::Endless => {
+                    let _ = send.write_all(&u32::MAX.to_be_bytes()).await;
+                    while send.write_all(&[0x5a; 16 << 10]).await.is_ok() {}
+                    Ok(())
+                }
+                Mode::Lacks => send_msg(&mut send, &Msg::Reject { id, chunk }).await,
+                Mode::Resets => {
+                    let _ = send.reset(7u32.into());
+                    let _ = recv.stop(7u32.into());
+                    return;
+                }
+                Mode::Flood => unreachable!("handled above"),
+            };
+            let _ = send.finish();
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malicious_peer_cannot_stop_or_corrupt_a_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let cluster = d.join("cluster");
+    shoal_net::cluster::init(&cluster).unwrap();
+    shoal_net::cluster::issue(&cluster, "seed", "dc1", &d.join("seed.identity")).unwrap();
+    shoal_net::cluster::issue(&cluster, "mallory", "dc2", &d.join("mallory.identity")).unwrap();
+    let cfg: SeedConfig = toml::from_str(&format!(
+        "host = \"seed\"\ndc = \"dc1\"\nstore = {:?}\nkey = {:?}\ntrust = []\nidentity = {:?}\nlisten = \"127.0.0.1:0\"\n",
+        d.join("seed-store"),
+        cluster.join("deploy.key"),
+        d.join("seed.identity")
+    ))
+    .unwrap();
+    let seed = Seed::start(&cfg).await.unwrap();
+    let src = d.join("src");
+    let spec = shoal_sample::Spec {
+        files: 600,
+        mean_file: 4000,
+        binaries: vec![1 << 20],
+        seed: 9,
+    };
+    let stats = shoal_sample::generate(&src, &spec).unwrap();
+    seed.publish(&src, "v1").unwrap();
+    let honest = agent::start(agent_config(&d, "honest", "dc1", seed.local_addr(), ""))
+        .await
+        .unwrap();
+    // The victim takes its copies at 400 kB/s, so mallory has time to be asked.
+    let victim = agent::start(agent_config(
+        &d,
+        "victim",
+        "dc2",
+        seed.local_addr(),
+        "download_limit = 400000",
+    ))
+    .await
+    .unwrap();
+    let root = Root::new(d.join("victim"));
+    let wait_current = |tag: &'static str| {
+        let root = Root::new(d.join("victim"));
+        async move {
+            let start = Instant::now();
+            while root.current().unwrap().as_deref() != Some(tag) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "{tag} not current in 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_current("v1").await;
+    let v1 = shoal_bundle::assemble::load_from_store(
+        &shoal_bundle::ChunkStore::open(d.join("seed-store")).unwrap(),
+        "v1",
+        &[shoal_bundle::signing::TrustedKey::load(&cluster.join("deploy.key.pub")).unwrap()],
+    )
+    .unwrap()
+    .id;
+
+    let mallory = Identity::load(&d.join("mallory.identity")).unwrap();
+    let ep =
+        shoal_net::endpoint(&mallory, "127.0.0.1:0".parse().unwrap(), &Tuning::default()).unwrap();
+    let victim_addr = victim.endpoint.local_addr().unwrap();
+    let modes = [
+        ("v2", Mode::WrongBytes),
+        ("v3", Mode::WrongLength),
+        ("v4", Mode::Endless),
+        ("v5", Mode::Lacks),
+        ("v6", Mode::Resets),
+        ("v7", Mode::Flood),
+    ];
+    let mut previous = "v1";
+    for (n, (tag, mode)) in modes.into_iter().enumerate() {
+        shoal_sample::edit(&src, &stats, 50.0, n as u64 + 1).unwrap();
+        let before = victim.totals();
+        let id = seed
+            .publish(&src, tag)
+            .unwrap()
+            .id
+            .parse::<shoal_bundle::Hash>()
+            .unwrap();
+        // Mallory joins once the victim's swarm for the release is open.
+        let start = Instant::now();
+        while !victim.fetching().contains(&id) {
+            assert!(start.elapsed() < Duration::from_secs(30), "{tag}: no swarm");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let chunks = seed
+            .tracker
+            .releases()
+            .iter()
+            .find(|r| r.id == id)
+            .unwrap()
+            .chunks;
+        let asked = Arc::new(AtomicU64::new(0));
+        let asked2 = asked.clone();
+        let ep = ep.clone();
+        let job = tokio::spawn(async move {
+            misbehave(&ep, victim_addr, id, chunks as usize, v1, mode, asked2).await
+        });
+        let t = Instant::now();
+        wait_current(tag).await;
+        job.abort();
+        let after = victim.totals();
+        let asked = asked.load(Ordering::Relaxed);
+        println!(
+            "{tag} {mode:?}: current in {:.1} s; mallory was asked {asked} time(s); victim rejected {} chunk(s), banned {} peer(s)",
+            t.elapsed().as_secs_f64(),
+            after.chunks_rejected - before.chunks_rejected,
+            after.peers_banned - before.peers_banned
+        );
+        assert!(
+            asked > 0,
+            "{tag} {mode:?}: mallory was never asked, so nothing was tested"
+        );
+        if matches!(mode, Mode::WrongBytes | Mode::WrongLength | Mode::Endless) {
+            assert!(
+                after.chunks_rejected > before.chunks_rejected,
+                "{tag}: nothing rejected"
+            );
+            assert!(
+                after.peers_banned > before.peers_banned,
+                "{tag}: mallory not banned"
+            );
+        }
+        let report = audit_release(&root, Some(tag)).unwrap();
+        assert!(report.is_clean(), "{tag}: {report:?}");
+        assert!(
+            audit_release(&root, Some(previous)).unwrap().is_clean(),
+            "{tag}: the previous release {previous} was damaged"
+        );
+        previous = tag;
+    }
+    drop(honest);
+}
