@@ -46,6 +46,23 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
     start_on(cfg, identity, endpoint).await
 }
 
+/// A restart after the newest release was installed but before it was
+/// switched to (a crash, a SIGKILL) would leave the host on the older tree for
+/// good, since an installed release is not fetched again: switch to it now,
+/// unless it was current before (an operator rolled back from it) or failed
+/// here.
+fn finish_activation(root: &Root, tag: &str) -> Result<(), AgentError> {
+    if root.current()?.as_deref() == Some(tag)
+        || root.history()?.iter().any(|t| t == tag)
+        || root.bad()?.iter().any(|t| t == tag)
+    {
+        return Ok(());
+    }
+    tracing::warn!(%tag, "switching to the newest installed release (its activation was interrupted)");
+    shoal_bundle::activate::activate(root, tag)?;
+    Ok(())
+}
+
 /// The transport tuning for the path the config describes.
 pub fn tuning(cfg: &AgentConfig) -> Tuning {
     Tuning::for_path(cfg.path_bandwidth, Duration::from_millis(cfg.path_rtt_ms))
@@ -119,12 +136,27 @@ pub async fn start_on(
     node.set_orders(orders.clone());
     // A crash mid-rollout may have left the host depooled.
     tokio::spawn(async move { orders.recover().await });
+    // The newest installed release, by its signed counter.
+    let mut newest: Option<(u64, String)> = None;
     for tag in root.installed()? {
         // Installed releases were verified when installed; serve them.
         match root.manifest(&tag, None) {
-            Ok(v) => node.add_complete(v),
+            Ok(v) => {
+                if newest
+                    .as_ref()
+                    .is_none_or(|(c, _)| v.freshness.counter > *c)
+                {
+                    newest = Some((v.freshness.counter, tag.clone()));
+                }
+                node.add_complete(v);
+            }
             Err(e) => tracing::warn!(%tag, error = %e, "not serving an installed release"),
         }
+    }
+    if cfg.auto_activate
+        && let Some((_, tag)) = newest
+    {
+        finish_activation(&root, &tag)?;
     }
     if let Some(addr) = cfg.metrics {
         let n = Arc::downgrade(&node);
