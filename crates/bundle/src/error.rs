@@ -46,6 +46,10 @@ pub enum Error {
     NoCurrent(PathBuf),
     #[error("no earlier release to roll back to in {}", .0.display())]
     NothingToRollBack(PathBuf),
+    #[error(
+        "release counter {counter} is not above {last}, the last this store signed: agents would refuse it as an old release"
+    )]
+    CounterNotNewer { counter: u64, last: u64 },
     #[error("cannot get random bytes from the OS: {0}")]
     Random(String),
     #[error("{}: {reason}", path.display())]
@@ -70,7 +74,7 @@ pub enum ManifestError {
     #[error("manifest signature is missing or invalid")]
     BadSignature,
     #[error(
-        "release {tag:?} expired at Unix time {expired_unix}: refusing it as a new release (it could be a replay that keeps this host on old code); pack the tree again to ship it"
+        "release {tag:?} expired at Unix time {expired_unix}: refusing it as a new release (it could be a replay that keeps this host on old code); pack the tree again under a new tag to ship it"
     )]
     Expired { tag: String, expired_unix: u64 },
     #[error(

@@ -63,7 +63,24 @@ fn next_freshness(store: &ChunkStore, opts: &PackOptions) -> Result<Freshness> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
+    // Packs into one store at once take turns here, so no two get one counter.
+    let lock_path = store.dir().join("counter.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
     let last = last_counter(store)?;
+    if let (Some(c), Some(l)) = (opts.counter, last)
+        && c <= l
+    {
+        return Err(Error::CounterNotNewer {
+            counter: c,
+            last: l,
+        });
+    }
     let counter = opts
         .counter
         .unwrap_or_else(|| (now.as_millis() as u64).max(last.map_or(0, |l| l.saturating_add(1))));
@@ -231,4 +248,41 @@ pub fn pack(
         counter: freshness.counter,
         expires_unix: freshness.expires_unix,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_grow_per_store_and_a_low_one_is_refused() {
+        let env = crate::testutil::Env::new();
+        let src = env.dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a"), "a").unwrap();
+        let mut o = PackOptions::new("v1");
+        o.counter = Some(10);
+        assert_eq!(
+            pack(&src, &env.store, &env.key, &o, &|_| {})
+                .unwrap()
+                .counter,
+            10
+        );
+        let mut o = PackOptions::new("v2");
+        o.counter = Some(10);
+        assert!(matches!(
+            pack(&src, &env.store, &env.key, &o, &|_| {}),
+            Err(Error::CounterNotNewer {
+                counter: 10,
+                last: 10
+            })
+        ));
+        // By default: the time in milliseconds, above the last.
+        let r = pack(&src, &env.store, &env.key, &PackOptions::new("v3"), &|_| {}).unwrap();
+        assert!(r.counter > 1_700_000_000_000, "{}", r.counter);
+        assert!(
+            r.expires_unix > r.counter / 1000,
+            "expires after it was packed"
+        );
+    }
 }

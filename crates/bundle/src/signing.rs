@@ -269,8 +269,43 @@ pub fn open_signed(bytes: &[u8], trusted: &[TrustedKey]) -> Result<Verified, Man
     })
 }
 
-/// Decodes an envelope, refusing trailing bytes (what was signed must be all there is).
+/// The envelope before releases carried their freshness (format 1).
+#[derive(Deserialize)]
+struct SignedManifestV1 {
+    #[allow(dead_code)] // read to get past it
+    version: u32,
+    #[serde(with = "serde_bytes")]
+    manifest: Vec<u8>,
+    key: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    signature: Vec<u8>,
+}
+
+/// Decodes an envelope, refusing trailing bytes (what was signed must be all
+/// there is). Format 1 (no freshness) still decodes, as counter 0 that never
+/// expires, so releases installed before an upgrade stay readable; only
+/// [`open_signed`] decides what is acceptable as new, and it takes format 2.
 pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<SignedManifest, ManifestError> {
+    if bytes.first() == Some(&1) {
+        let (v1, rest): (SignedManifestV1, _) =
+            postcard::take_from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(ManifestError::Decode(format!(
+                "{} trailing bytes after the signed manifest",
+                rest.len()
+            )));
+        }
+        return Ok(SignedManifest {
+            version: 1,
+            manifest: v1.manifest,
+            freshness: Freshness {
+                counter: 0,
+                expires_unix: u64::MAX,
+            },
+            key: v1.key,
+            signature: v1.signature,
+        });
+    }
     let (env, rest): (SignedManifest, _) =
         postcard::take_from_bytes(bytes).map_err(|e| ManifestError::Decode(e.to_string()))?;
     if !rest.is_empty() {
@@ -440,5 +475,36 @@ mod tests {
                 Err(ManifestError::NotNewer { counter: 100, .. })
             ));
         }
+    }
+
+    #[test]
+    fn format_1_envelopes_still_read_as_installed_but_are_not_taken_as_new() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            version: u32,
+            #[serde(with = "serde_bytes")]
+            manifest: &'a [u8],
+            key: [u8; 32],
+            #[serde(with = "serde_bytes")]
+            signature: &'a [u8],
+        }
+        let k = DeployKey::generate().unwrap();
+        let m = sample().encode();
+        let sig =
+            k.0.sign(&[b"shoal release manifest v1\0".as_slice(), &Hash::of(&m).0].concat());
+        let bytes = postcard::to_stdvec(&V1 {
+            version: 1,
+            manifest: &m,
+            key: k.public().0.to_bytes(),
+            signature: &sig.to_bytes(),
+        })
+        .unwrap();
+        let env = decode_envelope(&bytes).unwrap();
+        assert_eq!(env.manifest, m);
+        assert_eq!(env.freshness.counter, 0);
+        assert!(matches!(
+            open_signed(&bytes, &[k.public()]),
+            Err(ManifestError::UnsupportedVersion { found: 1, .. })
+        ));
     }
 }

@@ -46,16 +46,28 @@ pub async fn start(cfg: AgentConfig) -> Result<Arc<Node>, AgentError> {
     start_on(cfg, identity, endpoint).await
 }
 
-/// A restart after the newest release was installed but before it was
-/// switched to (a crash, a SIGKILL) would leave the host on the older tree for
-/// good, since an installed release is not fetched again: switch to it now,
-/// unless it was current before (an operator rolled back from it) or failed
-/// here.
-fn finish_activation(root: &Root, tag: &str) -> Result<(), AgentError> {
-    if root.current()?.as_deref() == Some(tag)
-        || root.history()?.iter().any(|t| t == tag)
-        || root.bad()?.iter().any(|t| t == tag)
+/// A restart after the newest release was installed but before `current`
+/// was switched to it (a crash, a SIGKILL) would leave the host on the older
+/// tree for good, since an installed release is not fetched again: switch to
+/// it now. Only when it is newer than `current` (by its signed counter), not
+/// marked bad, and either never activated or the last activation recorded
+/// (the record is written just before the switch); a release that was current
+/// and then rolled back from stays where the operator left it.
+fn finish_activation(root: &Root, newest: &(u64, String)) -> Result<(), AgentError> {
+    let (counter, tag) = newest;
+    let current = root.current()?;
+    if current.as_deref() == Some(tag.as_str()) || root.bad()?.iter().any(|t| t == tag) {
+        return Ok(());
+    }
+    if let Some(c) = &current
+        && root
+            .manifest(c, None)
+            .is_ok_and(|v| v.freshness.counter >= *counter)
     {
+        return Ok(());
+    }
+    let history = root.history()?;
+    if history.iter().any(|t| t == tag) && history.last() != Some(tag) {
         return Ok(());
     }
     tracing::warn!(%tag, "switching to the newest installed release (its activation was interrupted)");
@@ -154,9 +166,10 @@ pub async fn start_on(
         }
     }
     if cfg.auto_activate
-        && let Some((_, tag)) = newest
+        && let Some(newest) = newest
+        && let Err(e) = finish_activation(&root, &newest)
     {
-        finish_activation(&root, &tag)?;
+        tracing::error!(tag = %newest.1, error = %e, "cannot finish an interrupted activation");
     }
     if let Some(addr) = cfg.metrics {
         let n = Arc::downgrade(&node);
@@ -250,8 +263,8 @@ struct Seen {
     waiting: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
     /// When each fetching release's peer list was last asked for.
     listed: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
-    /// Releases refused as not fresh (asked about only once).
-    refused: std::collections::HashSet<shoal_bundle::Hash>,
+    /// Releases refused as not fresh (asked about only once), and why.
+    refused: std::collections::BTreeMap<shoal_bundle::Hash, String>,
 }
 
 async fn poll_once(
@@ -276,6 +289,7 @@ async fn poll_once(
         bad: root.bad()?,
         audit: orders.and_then(|o| o.last_audit()),
         busy: orders.and_then(|o| o.busy()),
+        refused: refused.values().cloned().collect(),
     };
     let reply = node
         .request(tracker, &Msg::Status(status), MAX_CONTROL)
@@ -283,7 +297,7 @@ async fn poll_once(
     if let Msg::Releases { releases } = reply {
         let installed = root.installed()?;
         for ad in releases {
-            if node.knows(&ad.id) || installed.contains(&ad.tag) || refused.contains(&ad.id) {
+            if node.knows(&ad.id) || installed.contains(&ad.tag) || refused.contains_key(&ad.id) {
                 continue;
             }
             let since = *waiting.entry(ad.id).or_insert_with(std::time::Instant::now);
@@ -298,7 +312,7 @@ async fn poll_once(
                     if let Err(e) = v.check_fresh(crate::orders::unix_now(), root.newest_counter()?)
                     {
                         tracing::error!(tag = %ad.tag, error = %e, "refusing release");
-                        refused.insert(ad.id);
+                        refused.insert(ad.id, e.to_string());
                         continue;
                     }
                     tracing::info!(tag = %v.manifest.tag, id = %v.id, "joining swarm");

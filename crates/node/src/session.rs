@@ -56,8 +56,10 @@ pub(crate) enum Outcome {
     Bad,
     /// The peer does not have it.
     Lacks,
-    /// Timed out, or the stream or connection failed.
+    /// The peer failed it: no answer in time, or its stream refused or reset.
     Failed,
+    /// Not the peer's doing: its connection is gone, or our store failed.
+    Dropped,
 }
 
 pub(crate) fn spawn_session(
@@ -116,7 +118,7 @@ async fn run(
             match action {
                 Action::Request { peer, chunk } => {
                     let Some(p) = node.peer(peer) else {
-                        swarm.on_failed(peer, chunk, false);
+                        swarm.on_dropped(peer, chunk);
                         continue;
                     };
                     let cref = manifest.chunks[chunk as usize];
@@ -177,7 +179,10 @@ async fn run(
     let auto = node.opts.auto_activate;
     tokio::task::spawn_blocking(move || {
         assemble::install(&root, &store, &release, opts)?;
-        if auto {
+        // Releases fetched at once may finish in any order: switch only to
+        // one at least as new as every release installed here.
+        let newest = root.newest_counter()?;
+        if auto && newest.is_none_or(|n| release.freshness.counter >= n) {
             activate::activate(&root, &release.manifest.tag)?;
         }
         Ok::<_, shoal_bundle::Error>(())
@@ -264,6 +269,7 @@ impl Apply<'_> {
                     }
                     Outcome::Lacks => swarm.on_failed(peer, chunk, true),
                     Outcome::Failed => swarm.on_failed(peer, chunk, false),
+                    Outcome::Dropped => swarm.on_dropped(peer, chunk),
                 }
             }
         }
@@ -294,6 +300,7 @@ async fn fetch(
         // A frame over the limit, or bytes that are no message: the peer
         // broke protocol, which is as bad as wrong bytes.
         Ok(Some(Err(shoal_net::NetError::Proto(_)))) => return Outcome::Bad,
+        _ if conn.close_reason().is_some() => return Outcome::Dropped,
         _ => return Outcome::Failed,
     };
     let data = match reply {
@@ -338,7 +345,7 @@ async fn fetch(
         Ok(()) => Outcome::Good,
         Err(e) => {
             tracing::error!(error = %e, "cannot store a verified chunk");
-            Outcome::Failed
+            Outcome::Dropped
         }
     }
 }

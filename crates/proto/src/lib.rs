@@ -72,6 +72,9 @@ pub struct HostStatus {
     pub audit: Option<AuditSummary>,
     /// The rollout step running now, e.g. "activating v2".
     pub busy: Option<String>,
+    /// Announced releases this host refused to take, and why (an older
+    /// release announced as new, an expired one).
+    pub refused: Vec<String>,
 }
 
 /// One audit of a host's current release.

@@ -38,6 +38,24 @@ async fn older_and_expired_releases_are_refused_as_new() {
         assert_eq!(f.current(h).as_deref(), Some("v2"), "{h}");
         assert_eq!(f.root(h).newest_counter().unwrap(), Some(newest));
     }
+    // Each host tells the tracker what it refused and why, for the live views.
+    for h in f
+        .seed
+        .tracker
+        .fleet()
+        .iter()
+        .filter(|h| h.host.starts_with('h'))
+    {
+        assert!(
+            h.status
+                .refused
+                .iter()
+                .any(|r| r.contains("v2-replayed") && r.contains("not newer")),
+            "{}: {:?}",
+            h.host,
+            h.status.refused
+        );
+    }
 
     // An operator's rollback names an installed older release: that is allowed.
     let back = f

@@ -223,10 +223,14 @@ impl Seed {
             };
             match load_from_store(&self.store, &t, &self.trusted) {
                 Ok(v) if self.node.knows(&v.id) => {}
-                Ok(v) => {
-                    self.tracker.announce(v.signed_bytes.clone())?;
-                    self.node.add_complete(v);
-                }
+                Ok(v) => match self.tracker.announce(v.signed_bytes.clone()) {
+                    Ok(_) => self.node.add_complete(v),
+                    // An expired (or conflicting) release in the store is not
+                    // announced; the others still are.
+                    Err(e) => {
+                        tracing::warn!(tag = %t, error = %e, "not announcing a stored release")
+                    }
+                },
                 Err(e) => tracing::warn!(tag = %t, error = %e, "not serving a stored release"),
             }
         }

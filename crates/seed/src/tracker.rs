@@ -270,12 +270,22 @@ impl Tracker {
             Some(t) if st.target_at >= st.releases.len() => Some(t.clone()),
             _ => st.releases.last().map(|(a, _)| a.tag.clone()),
         };
+        // A rollout whose holder died (its lock lapsed or was released without
+        // a last report) is not running any more, whatever it last said.
+        let rollout = st.rollout.clone().map(|mut r| {
+            let held = st.lock.as_ref().is_some_and(|l| l.expires > Instant::now());
+            if !r.done && !held {
+                r.done = true;
+                r.phase = "abandoned: its deploy lock lapsed".into();
+            }
+            r
+        });
         FleetState {
             hosts: Self::reports(&st),
             target: st.target.clone(),
             releases: st.releases.iter().map(|(a, _)| a.clone()).collect(),
             focus,
-            rollout: st.rollout.clone(),
+            rollout,
         }
     }
 
@@ -593,5 +603,32 @@ mod tests {
             .contains("holder")
         );
         assert_eq!(t.log(10).len(), 1);
+    }
+
+    #[test]
+    fn rollout_progress_is_the_holders_and_lapses_with_its_lock() {
+        let deploy = DeployKey::generate().unwrap();
+        let t = Tracker::new(vec![deploy.public()]);
+        let h = hello();
+        let progress = |token| Msg::Progress {
+            token,
+            progress: Box::new(RolloutProgress {
+                rollout: "r1".into(),
+                phase: "batch".into(),
+                batches: vec![vec!["web-01".into()]],
+                current: Some(0),
+                ..Default::default()
+            }),
+        };
+        assert!(error(t.handle(&h, progress(5))).contains("holder"));
+        assert!(t.state().rollout.is_none());
+        assert_eq!(t.handle(&h, lock(&deploy, 5, "alice@d1", 60)), Msg::Ok);
+        assert_eq!(t.handle(&h, progress(5)), Msg::Ok);
+        let r = t.state().rollout.unwrap();
+        assert_eq!((r.phase.as_str(), r.done), ("batch", false));
+        // The holder went away without a last report.
+        assert_eq!(t.handle(&h, Msg::Unlock { token: 5 }), Msg::Ok);
+        let r = t.state().rollout.unwrap();
+        assert!(r.done && r.phase.starts_with("abandoned"), "{r:?}");
     }
 }

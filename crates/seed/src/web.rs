@@ -54,7 +54,8 @@ struct App {
 }
 
 /// Starts the page on `addr` (port 0 picks one) over `tracker`; returns the
-/// bound address. It stops when the tracker is dropped.
+/// bound address. The sampling stops when the tracker is dropped (the page
+/// then shows its last picture); the server runs as long as the process.
 pub async fn serve(addr: SocketAddr, tracker: Weak<Tracker>) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;

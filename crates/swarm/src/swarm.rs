@@ -7,11 +7,13 @@ use std::time::Duration;
 
 /// Timeout rounds in a row after which a peer is treated as gone.
 const UNRESPONSIVE_STRIKES: u32 = 2;
-/// Requests in a row that failed at once (stream refused or reset, the
-/// connection broken mid-answer) after which a peer is banned from the swarm:
-/// a peer that claims every chunk and fails every request would otherwise be
-/// asked again and again, ahead of honest peers further away.
-const FAILURES_BEFORE_BAN: u32 = 16;
+/// Requests in a row that the peer failed (its stream refused or reset while
+/// the connection stays up) after which it is banned from the swarm: a peer
+/// that claims every chunk and fails every request would otherwise be asked
+/// again and again, ahead of honest peers further away. Above the windows of
+/// peers inside a datacenter, and a lost connection does not count (the
+/// driver reports those with `on_dropped`).
+const FAILURES_BEFORE_BAN: u32 = 64;
 
 /// Chosen by the driver; unique per connection.
 pub type PeerId = u64;
@@ -418,6 +420,13 @@ impl Swarm {
 
     /// The peer could not serve the chunk. `lacks`: it says it does not have it
     /// (so it is not asked again); otherwise it was busy or the stream failed.
+    /// A request that ended without the chunk for a reason that is not the
+    /// peer's doing (its connection went away, our store failed): the chunk is
+    /// free to ask of anyone, and nothing is held against the peer.
+    pub fn on_dropped(&mut self, peer: PeerId, chunk: ChunkIx) {
+        self.end_request(peer, chunk);
+    }
+
     pub fn on_failed(&mut self, peer: PeerId, chunk: ChunkIx, lacks: bool) {
         self.end_request(peer, chunk);
         if !lacks && let Some(p) = self.peers.get_mut(&peer) {

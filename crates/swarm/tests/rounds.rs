@@ -427,7 +427,7 @@ fn a_peer_whose_requests_always_fail_is_banned() {
     s.peer_bitfield(2, |_| true);
     let mut now = Duration::ZERO;
     let mut from_honest = 0;
-    for _ in 0..200 {
+    for _ in 0..2000 {
         s.tick(now);
         while let Some(a) = s.poll_action() {
             if let Action::Request { peer, chunk } = a {

@@ -108,6 +108,9 @@ impl Watcher {
             if let Some(c) = host_condition(h, &v, release.as_deref()) {
                 conditions.push(c);
             }
+            for r in &h.status.refused {
+                conditions.push(format!("{}: refused a release: {r}", h.host));
+            }
             hosts.push(v);
         }
         for d in dcs.values_mut() {
@@ -259,7 +262,9 @@ impl Watcher {
         self.rejected_now = counters
             .iter()
             .filter_map(|(host, c)| {
-                let before = self.counters.get(host).map_or(0, |p| p.2);
+                // A host seen for the first time reports nothing: its count
+                // may be from long ago.
+                let before = self.counters.get(host).map_or(c.2, |p| p.2);
                 (c.2 > before).then(|| (host.clone(), c.2))
             })
             .collect();

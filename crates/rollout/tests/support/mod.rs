@@ -193,7 +193,10 @@ impl Fleet {
     }
 
     /// Publishes an edit of the tree as `tag` with its own release counter
-    /// and validity; returns what announcing it said.
+    /// and validity; returns what announcing it said. With a counter, it is
+    /// packed into a store of its own (as another deploy host, or an old
+    /// backup, would have) and then copied into the seed's: the seed's store
+    /// refuses to sign a counter below its last.
     pub fn publish_with(
         &mut self,
         tag: &str,
@@ -201,11 +204,21 @@ impl Fleet {
         valid_for: Duration,
     ) -> Result<shoal_bundle::Hash, shoal_seed::seed::SeedError> {
         shoal_sample::edit(&self.src, &self.stats, 5.0, tag.len() as u64 + 7).unwrap();
-        let store = shoal_bundle::ChunkStore::open(self.dir.path().join("seed-store")).unwrap();
+        let seed_store = self.dir.path().join("seed-store");
+        let dir = match counter {
+            Some(_) => self.dir.path().join(format!("store-{tag}")),
+            None => seed_store.clone(),
+        };
+        let store = shoal_bundle::ChunkStore::open(dir.clone()).unwrap();
         let mut o = shoal_bundle::pack::PackOptions::new(tag);
         o.counter = counter;
         o.valid_for = valid_for;
         shoal_bundle::pack::pack(&self.src, &store, &self.key(), &o, &|_| {}).unwrap();
+        if dir != seed_store {
+            copy_tree(&dir.join("chunks"), &seed_store.join("chunks"));
+            let m = format!("manifests/{tag}.manifest");
+            std::fs::copy(dir.join(&m), seed_store.join(&m)).unwrap();
+        }
         self.seed.announce(tag)
     }
 
@@ -337,6 +350,19 @@ pub fn opts(batch: &str) -> Options {
         host_timeout: Duration::from_secs(30),
         who: "test@deployer".into(),
         ..Default::default()
+    }
+}
+
+/// Copies the files under `from` into `to`, keeping what `to` has.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else if !dest.exists() {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
     }
 }
 
