@@ -108,10 +108,9 @@ impl Net {
                                     .unwrap()
                                     .on_failed(peer, chunk, true);
                             } else if served[p] >= per_round_upload {
-                                self.swarms[i]
-                                    .as_mut()
-                                    .unwrap()
-                                    .on_failed(peer, chunk, false);
+                                // Busy this round: the request is turned away
+                                // (a real node queues it); not held against it.
+                                self.swarms[i].as_mut().unwrap().on_dropped(peer, chunk);
                             } else {
                                 served[p] += 1;
                                 self.uploads[p] += 1;
