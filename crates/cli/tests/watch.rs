@@ -167,21 +167,17 @@ fn the_terminal_view_shows_every_host_until_all_are_live() {
     );
 
     // Piped, the same command prints plain lines and stops at all-live.
-    let out = run(&[
-        "status",
-        "--watch",
-        "--every",
-        "200ms",
-        "--until-live",
-        "--tracker",
-        &format!("127.0.0.1:{}", lab.port),
-        "--tracker-host",
-        "seed",
-        "--identity",
-        lab.observer.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let piped = |extra: &[&str]| {
+        let port = format!("127.0.0.1:{}", lab.port);
+        let mut args = vec!["status", "--watch", "--every", "200ms", "--until-live"];
+        args.extend(extra);
+        args.extend(["--tracker", &port, "--tracker-host", "seed", "--identity"]);
+        args.push(lab.observer.to_str().unwrap());
+        let out = run(&args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = piped(&[]);
     let line = text.lines().last().unwrap_or_default();
     assert!(
         line.contains("v1: dc1 2/2 verified 2 live 100%")
@@ -190,22 +186,7 @@ fn the_terminal_view_shows_every_host_until_all_are_live() {
         "{text}"
     );
     // With --json: one FleetView per line, the last one all live.
-    let out = run(&[
-        "status",
-        "--watch",
-        "--json",
-        "--every",
-        "200ms",
-        "--until-live",
-        "--tracker",
-        &format!("127.0.0.1:{}", lab.port),
-        "--tracker-host",
-        "seed",
-        "--identity",
-        lab.observer.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = piped(&["--json"]);
     let v: serde_json::Value =
         serde_json::from_str(text.lines().last().unwrap_or_default()).expect("a JSON view");
     assert_eq!(v["all_live"], true);

@@ -6,32 +6,20 @@
 //! release verified, current and auditing clean, and the previous release
 //! intact.
 
+mod support;
+
 use shoal_bundle::Root;
 use shoal_bundle::audit::audit_release;
 use shoal_net::quinn;
 use shoal_net::{Identity, Tuning, recv_msg, send_msg};
 use shoal_node::agent;
-use shoal_node::config::AgentConfig;
 use shoal_proto::{Hello, MAX_CONTROL, MAX_PIECE, Msg, PROTOCOL_VERSION, Role};
-use shoal_seed::seed::{Seed, SeedConfig};
+use shoal_seed::seed::Seed;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-fn agent_config(dir: &Path, host: &str, dc: &str, tracker: SocketAddr, extra: &str) -> AgentConfig {
-    let cluster = dir.join("cluster");
-    let identity = dir.join(format!("{host}.identity"));
-    shoal_net::cluster::issue(&cluster, host, dc, &identity).unwrap();
-    let text = format!(
-        "host = {host:?}\ndc = {dc:?}\nroot = {:?}\nidentity = {:?}\ntrust = [{:?}]\ntracker = \"{tracker}\"\ntracker_host = \"seed\"\nlisten = \"127.0.0.1:0\"\nauto_activate = true\npoll_ms = 100\nreserve = 0\n{extra}\n",
-        dir.join(host),
-        identity,
-        cluster.join("deploy.key.pub")
-    );
-    toml::from_str(&text).unwrap()
-}
+use support::{agent_config, cluster_and_seed};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
@@ -155,17 +143,9 @@ async fn misbehave(
 async fn a_malicious_peer_cannot_stop_or_corrupt_a_distribution() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
+    let cfg = cluster_and_seed(&d, "");
     let cluster = d.join("cluster");
-    shoal_net::cluster::init(&cluster).unwrap();
-    shoal_net::cluster::issue(&cluster, "seed", "dc1", &d.join("seed.identity")).unwrap();
     shoal_net::cluster::issue(&cluster, "mallory", "dc2", &d.join("mallory.identity")).unwrap();
-    let cfg: SeedConfig = toml::from_str(&format!(
-        "host = \"seed\"\ndc = \"dc1\"\nstore = {:?}\nkey = {:?}\ntrust = []\nidentity = {:?}\nlisten = \"127.0.0.1:0\"\n",
-        d.join("seed-store"),
-        cluster.join("deploy.key"),
-        d.join("seed.identity")
-    ))
-    .unwrap();
     let seed = Seed::start(&cfg).await.unwrap();
     let src = d.join("src");
     let spec = shoal_sample::Spec {

@@ -2,26 +2,14 @@
 //! distribution to agents in two datacenters: the JSON and the event stream
 //! follow it to every host live, and nothing but GET and HEAD gets through.
 
+mod support;
+
 use shoal_node::agent;
-use shoal_node::config::AgentConfig;
-use shoal_seed::seed::{Seed, SeedConfig};
+use shoal_seed::seed::Seed;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn agent_config(dir: &Path, host: &str, dc: &str, tracker: SocketAddr) -> AgentConfig {
-    let cluster = dir.join("cluster");
-    let identity = dir.join(format!("{host}.identity"));
-    shoal_net::cluster::issue(&cluster, host, dc, &identity).unwrap();
-    let text = format!(
-        "host = {host:?}\ndc = {dc:?}\nroot = {:?}\nidentity = {:?}\ntrust = [{:?}]\ntracker = \"{tracker}\"\ntracker_host = \"seed\"\nlisten = \"127.0.0.1:0\"\nauto_activate = true\npoll_ms = 200\nreserve = 0\n",
-        dir.join(host),
-        identity,
-        cluster.join("deploy.key.pub")
-    );
-    toml::from_str(&text).unwrap()
-}
+use support::{agent_config, cluster_and_seed};
 
 /// One HTTP/1.1 request; returns (status, head, body).
 fn http(addr: SocketAddr, method: &str, path: &str, host: &str) -> (u16, String, String) {
@@ -55,16 +43,7 @@ fn fleet(addr: SocketAddr) -> serde_json::Value {
 async fn the_page_follows_a_distribution_and_refuses_every_change() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let cluster = d.join("cluster");
-    shoal_net::cluster::init(&cluster).unwrap();
-    shoal_net::cluster::issue(&cluster, "seed", "dc1", &d.join("seed.identity")).unwrap();
-    let cfg: SeedConfig = toml::from_str(&format!(
-        "host = \"seed\"\ndc = \"dc1\"\nstore = {:?}\nkey = {:?}\ntrust = []\nidentity = {:?}\nlisten = \"127.0.0.1:0\"\nweb = \"127.0.0.1:0\"\n",
-        d.join("seed-store"),
-        cluster.join("deploy.key"),
-        d.join("seed.identity")
-    ))
-    .unwrap();
+    let cfg = cluster_and_seed(&d, "web = \"127.0.0.1:0\"");
     let seed = Seed::start(&cfg).await.unwrap();
     let web = seed.web.expect("the page is served");
     let src = d.join("src");
@@ -79,7 +58,7 @@ async fn the_page_follows_a_distribution_and_refuses_every_change() {
     let mut agents = Vec::new();
     for (host, dc) in [("a1", "dc1"), ("a2", "dc1"), ("b1", "dc2"), ("b2", "dc2")] {
         agents.push(
-            agent::start(agent_config(&d, host, dc, seed.local_addr()))
+            agent::start(agent_config(&d, host, dc, seed.local_addr(), ""))
                 .await
                 .unwrap(),
         );
