@@ -1,5 +1,5 @@
-//! Replays the fuzz targets' committed corpora (`fuzz/corpus/<target>/`:
-//! the seeds, and inputs the campaigns added) and their regressions (`fuzz/regressions/<target>/`,
+//! Replays the fuzz targets' committed seeds (`fuzz/corpus/<target>/`; the
+//! larger corpora a campaign grows stay in `fuzz/work/`) and their regressions (`fuzz/regressions/<target>/`,
 //! every input that once failed) through the same checks the fuzz targets
 //! run, on the stable toolchain, so a regression fails the ordinary suite.
 
