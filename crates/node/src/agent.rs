@@ -292,7 +292,7 @@ async fn poll_once(
         refused: refused.values().cloned().collect(),
     };
     let reply = node
-        .request(tracker, &Msg::Status(status), MAX_CONTROL)
+        .request(tracker, &Msg::Status(Box::new(status)), MAX_CONTROL)
         .await?;
     if let Msg::Releases { releases } = reply {
         let installed = root.installed()?;

@@ -125,7 +125,7 @@ fn main() {
                 addr: "10.0.0.6:7401".into(),
             }],
         },
-        Msg::Status(status.clone()),
+        Msg::Status(Box::new(status.clone())),
         Msg::GetFleet,
         Msg::Fleet(Box::new(FleetState {
             hosts: vec![HostReport {

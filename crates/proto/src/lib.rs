@@ -295,7 +295,7 @@ pub enum Msg {
         id: Hash,
         peers: Vec<PeerInfo>,
     },
-    Status(HostStatus),
+    Status(Box<HostStatus>),
     GetFleet,
     Fleet(Box<FleetState>),
     // --- peers ---

@@ -153,7 +153,7 @@ impl Seed {
                     totals: n.totals(),
                     ..Default::default()
                 };
-                t.handle(&n.hello(), shoal_proto::Msg::Status(status));
+                t.handle(&n.hello(), shoal_proto::Msg::Status(Box::new(status)));
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });

@@ -392,7 +392,7 @@ impl Control for Tracker {
                     Msg::Status(status) => {
                         self.touch(&mut st, from);
                         if let Some(h) = st.hosts.get_mut(&from.host) {
-                            h.status = status;
+                            h.status = *status;
                         }
                         Msg::Releases {
                             releases: st.releases.iter().map(|(a, _)| a.clone()).collect(),
