@@ -13,7 +13,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph, Wrap};
 use shoal_node::client::{Client, Conn};
 use shoal_proto::{FleetState, LogEntry, MAX_CONTROL, Msg};
-use shoal_view::{FleetView, HostState, Watcher};
+use shoal_view::{FleetView, HostState, Watcher, clock, unix_ms};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -101,12 +101,6 @@ pub fn run(remote: &crate::Remote, opts: Options) -> Result<ExitCode> {
     code
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Plain lines: one per refresh while something changes, errors as they come.
 fn lines(
     rt: &tokio::runtime::Runtime,
@@ -127,7 +121,7 @@ fn lines(
                 } else {
                     let line = plain_line(&v);
                     if line != last_line {
-                        writeln!(out, "{} {line}", clock())?;
+                        writeln!(out, "{} {line}", clock(unix_ms()))?;
                         last_line = line;
                     }
                     // Errors are kept newest last; print the ones not shown yet.
@@ -148,18 +142,13 @@ fn lines(
             Err(e) => {
                 let line = format!("tracker unreachable: {e:#}");
                 if line != last_line {
-                    writeln!(out, "{} {line}", clock())?;
+                    writeln!(out, "{} {line}", clock(unix_ms()))?;
                     last_line = line;
                 }
             }
         }
         std::thread::sleep(opts.every.saturating_sub(tick.elapsed()));
     }
-}
-
-fn clock() -> String {
-    let s = unix_ms() / 1000 % 86_400;
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 /// "v2: dc1 3/4 verified 2 live 75% in 1.2 MiB/s | dc2 ... | 5/8 live | batch 2/4".

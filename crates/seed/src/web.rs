@@ -20,7 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use shoal_view::{FleetView, Watcher};
+use shoal_view::{FleetView, Watcher, unix_ms};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -205,12 +205,6 @@ async fn events(
         Some((Ok(Event::default().event("fleet").data(json.as_str())), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

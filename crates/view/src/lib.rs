@@ -13,4 +13,4 @@ mod model;
 mod watcher;
 
 pub use model::{DcView, FleetView, HostState, HostView, RolloutView};
-pub use watcher::Watcher;
+pub use watcher::{Watcher, clock, unix_ms};

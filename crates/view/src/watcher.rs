@@ -387,8 +387,15 @@ fn rollout_view(p: &RolloutProgress) -> RolloutView {
     }
 }
 
+/// The wall clock in Unix milliseconds, as `Watcher::observe` takes it.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// "HH:MM:SS" (UTC) of a Unix time in milliseconds.
-fn clock(unix_ms: u64) -> String {
+pub fn clock(unix_ms: u64) -> String {
     let s = unix_ms / 1000 % 86_400;
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
