@@ -161,6 +161,7 @@ pub fn status(
                 if !h.status.bad.is_empty() {
                     notes.push(format!("bad here: {}", h.status.bad.join(",")));
                 }
+                notes.extend(h.status.refused.iter().map(|r| format!("refused: {r}")));
                 s.push_str(&format!(
                     "{:<1} {:<16} {:<8} {:<6} {:>5}s  {:<20} {:<24} {}\n",
                     if m.any() { "!" } else { "" },
@@ -204,6 +205,9 @@ fn hosts_json(hosts: &[shoal_proto::HostReport]) -> serde_json::Value {
                 "last_seen_s": h.last_seen_s,
                 "current": h.status.current,
                 "staged": h.status.staged,
+                "bad": h.status.bad,
+                "busy": h.status.busy,
+                "refused": h.status.refused,
                 "totals": {
                     "bytes_up": h.status.totals.bytes_up,
                     "bytes_down": h.status.totals.bytes_down,

@@ -263,9 +263,21 @@ struct Seen {
     waiting: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
     /// When each fetching release's peer list was last asked for.
     listed: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
-    /// Releases refused as not fresh (asked about only once), and why.
-    refused: std::collections::BTreeMap<shoal_bundle::Hash, String>,
+    /// Releases refused as not fresh, and why.
+    refused: std::collections::BTreeMap<shoal_bundle::Hash, Refusal>,
 }
+
+/// A release refused as not fresh.
+struct Refusal {
+    why: String,
+    at: std::time::Instant,
+    /// Refused as expired by this host's clock, which may have been wrong (a
+    /// jump forward): asked about again every `RECHECK_EXPIRED`. A release
+    /// not newer than one installed stays refused.
+    expired: bool,
+}
+
+const RECHECK_EXPIRED: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn poll_once(
     node: &Arc<Node>,
@@ -289,7 +301,7 @@ async fn poll_once(
         bad: root.bad()?,
         audit: orders.and_then(|o| o.last_audit()),
         busy: orders.and_then(|o| o.busy()),
-        refused: refused.values().cloned().collect(),
+        refused: refused.values().map(|r| r.why.clone()).collect(),
     };
     let reply = node
         .request(tracker, &Msg::Status(Box::new(status)), MAX_CONTROL)
@@ -297,7 +309,10 @@ async fn poll_once(
     if let Msg::Releases { releases } = reply {
         let installed = root.installed()?;
         for ad in releases {
-            if node.knows(&ad.id) || installed.contains(&ad.tag) || refused.contains_key(&ad.id) {
+            let settled = refused
+                .get(&ad.id)
+                .is_some_and(|r| !r.expired || r.at.elapsed() < RECHECK_EXPIRED);
+            if node.knows(&ad.id) || installed.contains(&ad.tag) || settled {
                 continue;
             }
             let since = *waiting.entry(ad.id).or_insert_with(std::time::Instant::now);
@@ -308,12 +323,21 @@ async fn poll_once(
             match open_signed(&signed, trusted) {
                 Ok(v) if v.id == ad.id => {
                     // Rollback and freeze attacks: an older release announced
-                    // as new, or an expired one, is refused (once, loudly).
+                    // as new, or an expired one, is refused (loudly, once).
                     if let Err(e) = v.check_fresh(crate::orders::unix_now(), root.newest_counter()?)
                     {
-                        tracing::error!(tag = %ad.tag, error = %e, "refusing release");
-                        refused.insert(ad.id, e.to_string());
+                        if !refused.contains_key(&ad.id) {
+                            tracing::error!(tag = %ad.tag, error = %e, "refusing release");
+                        }
+                        let expired =
+                            matches!(e, shoal_bundle::error::ManifestError::Expired { .. });
+                        let why = e.to_string();
+                        let at = std::time::Instant::now();
+                        refused.insert(ad.id, Refusal { why, at, expired });
                         continue;
+                    }
+                    if refused.remove(&ad.id).is_some() {
+                        tracing::warn!(tag = %ad.tag, "no longer expired by this host's clock");
                     }
                     tracing::info!(tag = %v.manifest.tag, id = %v.id, "joining swarm");
                     node.fetch(v);

@@ -91,6 +91,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn<S: AsRef<OsStr>>(name: &str, dir: &Path, args: &[S]) -> Proc {
+        Self::spawn_env(name, dir, args, &[])
+    }
+
+    /// `spawn` with extra environment variables.
+    pub fn spawn_env<S: AsRef<OsStr>>(
+        name: &str,
+        dir: &Path,
+        args: &[S],
+        env: &[(&str, &OsStr)],
+    ) -> Proc {
         // Several runs of a host (restarts) append to the same log files.
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
@@ -111,6 +121,7 @@ impl Proc {
                 std::env::var("SHOAL_SWARM_LOG")
                     .unwrap_or_else(|_| "warn,shoal_node=info,shoal_seed=info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(open(&stdout))
             .stderr(open(&stderr))
@@ -310,7 +321,12 @@ impl Lab {
     }
 
     pub fn start_agent(&self, a: &AgentSpec) -> Proc {
-        Proc::spawn(
+        self.start_agent_env(a, &[])
+    }
+
+    /// `start_agent` with extra environment variables.
+    pub fn start_agent_env(&self, a: &AgentSpec, env: &[(&str, &OsStr)]) -> Proc {
+        Proc::spawn_env(
             &a.host,
             self.dir.path(),
             &[
@@ -318,6 +334,7 @@ impl Lab {
                 "--config".as_ref(),
                 a.config.as_os_str(),
             ],
+            env,
         )
     }
 
