@@ -43,6 +43,24 @@ pub struct Scenario {
     /// to the first one with the real rollout code, from the deploy host, in
     /// batches of a quarter of the fleet, and time it.
     pub rollback: bool,
+    /// A datacenter cut off from the others for a while during the first
+    /// release (a fault to survive, not a measurement).
+    pub cut: Option<Cut>,
+}
+
+/// Datacenter `dc` (an index into the topology's) loses every WAN link from
+/// `at` after the announcement for `length`, then heals.
+#[derive(Clone, Copy, Debug)]
+pub struct Cut {
+    pub dc: usize,
+    pub at: Duration,
+    pub length: Duration,
+}
+
+impl Cut {
+    fn active(&self, elapsed: Duration) -> bool {
+        elapsed >= self.at && elapsed < self.at + self.length
+    }
 }
 
 /// The fleet rollback at the end of a run.
@@ -320,7 +338,16 @@ async fn distribute(
     let id: Hash = fleet.seed.announce(tag)?;
     let mut verified_at: Vec<Option<f64>> = vec![None; hosts];
     let mut last_report = t0;
+    let cut = s.cut.filter(|_| phase == "release");
+    let mut is_cut = false;
     loop {
+        if let Some(c) = cut
+            && c.active(t0.elapsed()) != is_cut
+        {
+            is_cut = !is_cut;
+            fleet.net.set_dc_cut(c.dc, is_cut);
+            tracing::info!(dc = c.dc, cut = is_cut, "datacenter WAN links");
+        }
         for (i, (node, _)) in fleet.agents.iter().enumerate() {
             if verified_at[i].is_none()
                 && let Some(at) = node.installed_at(&id)
@@ -331,6 +358,9 @@ async fn distribute(
         let done = verified_at.iter().flatten().count();
         let elapsed = t0.elapsed();
         if done == hosts || elapsed > s.time_limit {
+            if let Some(c) = cut.filter(|_| is_cut) {
+                fleet.net.set_dc_cut(c.dc, false);
+            }
             on(Event::Finished {
                 strategy: k.name(),
                 phase,

@@ -29,6 +29,7 @@ fn shoal_crosses_less_than_central_and_every_host_verifies() {
         audit: true,
         rollback: true,
         keep: false,
+        cut: None,
     };
     let outcome = run(&scenario, &|_| {}).unwrap();
     let r = report(&scenario, &outcome);

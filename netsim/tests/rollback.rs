@@ -29,6 +29,7 @@ fn forty_eight_hosts_roll_back_in_under_five_seconds() {
         audit: false,
         rollback: true,
         keep: false,
+        cut: None,
     };
     let outcome = run(&scenario, &|_| {}).unwrap();
     let r = report(&scenario, &outcome);

@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shoal_netsim::prepare::Source;
 use shoal_netsim::report::Report;
-use shoal_netsim::run::{Event, Scenario};
+use shoal_netsim::run::{Cut, Event, Scenario};
 use shoal_netsim::strategy::Strategy;
 use shoal_netsim::topology::Topology;
 use std::io::IsTerminal;
@@ -24,6 +24,36 @@ pub struct BenchArgs {
     pub workdir: Option<PathBuf>,
     pub seed: u64,
     pub keep: bool,
+    pub cut: Option<String>,
+}
+
+/// `dc3:2:30`: datacenter dc3 cut off 2 s after the announcement, for 30 s.
+pub fn parse_cut(s: &str, topo: &Topology) -> Result<Cut> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let [dc, at, length] = parts[..] else {
+        bail!("--cut {s:?}: expected DC:AT:LENGTH, e.g. dc3:2:30");
+    };
+    let Some(dc_ix) = topo.dcs.iter().position(|d| d.name == dc) else {
+        let names: Vec<&str> = topo.dcs.iter().map(|d| d.name.as_str()).collect();
+        bail!(
+            "--cut {s:?}: no datacenter {dc:?} in the topology ({})",
+            names.join(", ")
+        );
+    };
+    let secs = |v: &str, what: &str| -> Result<Duration> {
+        let f: f64 = v
+            .parse()
+            .with_context(|| format!("--cut {s:?}: {what} {v:?} is not a number of seconds"))?;
+        if !f.is_finite() || f < 0.0 {
+            bail!("--cut {s:?}: {what} must be zero or more seconds");
+        }
+        Ok(Duration::from_secs_f64(f))
+    };
+    Ok(Cut {
+        dc: dc_ix,
+        at: secs(at, "AT")?,
+        length: secs(length, "LENGTH")?,
+    })
 }
 
 /// A topology file, or the name of a shipped one.
@@ -168,6 +198,11 @@ pub fn run(args: BenchArgs, json: bool) -> Result<std::process::ExitCode> {
         (None, None) => Source::Size(64 << 20),
     };
     let strategies = Strategy::parse_list(&args.strategy).map_err(anyhow::Error::msg)?;
+    let cut = args
+        .cut
+        .as_deref()
+        .map(|c| parse_cut(c, &topology))
+        .transpose()?;
     let (work, _guard) = work_dir(args.workdir.as_deref())?;
     let scenario = Scenario {
         topology,
@@ -180,6 +215,7 @@ pub fn run(args: BenchArgs, json: bool) -> Result<std::process::ExitCode> {
         audit: false,
         rollback: true,
         keep: args.keep,
+        cut,
     };
     let report = simulate(&scenario, json)?;
     if let Some(path) = &args.chart {

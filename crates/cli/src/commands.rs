@@ -36,6 +36,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             workdir,
             seed,
             keep,
+            cut,
         } => crate::bench::run(
             crate::bench::BenchArgs {
                 topology,
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 workdir,
                 seed,
                 keep,
+                cut,
             },
             json,
         ),

@@ -38,6 +38,7 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
         audit: true,
         rollback: true,
         keep: dir.is_some(),
+        cut: None,
     };
     let report = simulate(&scenario, json)?;
     let ok = report.strategies.iter().all(|s| {

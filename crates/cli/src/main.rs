@@ -75,6 +75,10 @@ enum Command {
         /// Keep every simulated host's root in the work directory.
         #[arg(long)]
         keep: bool,
+        /// Cut a datacenter off during the first release, then heal it:
+        /// DC:AT:LENGTH in seconds from the announcement, e.g. dc3:2:30.
+        #[arg(long, value_name = "DC:AT:LENGTH")]
+        cut: Option<String>,
     },
     /// Write a deterministic sample release tree (for trying shoal and for benchmarks).
     Sample {
