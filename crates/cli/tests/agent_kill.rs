@@ -20,13 +20,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use swarm_support::*;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Where a kill can be aimed; the rest are drawn at random.
 #[derive(Clone, Copy, Debug)]
 enum Step {
@@ -81,31 +74,6 @@ fn wait_for_step(root: &Path, tag: &str, step: Step, limit: Duration) {
 
 /// `current` resolves to a whole release that audits clean, every installed
 /// release is whole, and `keep` is still installed.
-fn assert_intact(root: &Path, keep: &str, what: &str) {
-    let cur = current(root).unwrap_or_else(|| panic!("{what}: `current` is missing"));
-    assert!(
-        fs::canonicalize(root.join("current")).is_ok_and(|p| p.is_dir()),
-        "{what}: current -> {cur} does not resolve"
-    );
-    assert!(
-        audit_clean(root),
-        "{what}: current ({cur}) does not audit clean"
-    );
-    for r in releases(root) {
-        let out = run(&[
-            OsStr::new("audit"),
-            "--root".as_ref(),
-            root.as_os_str(),
-            r.as_ref(),
-        ]);
-        assert!(out.status.success(), "{what}: installed {r} is not whole");
-    }
-    assert!(
-        releases(root).iter().any(|r| r == keep),
-        "{what}: the last good release {keep} was lost"
-    );
-}
-
 #[test]
 fn sigkill_of_an_agent_during_distribution_never_breaks_current() {
     let trials = env_u64("SHOAL_AGENT_KILL_TRIALS", 8);

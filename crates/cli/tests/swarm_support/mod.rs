@@ -545,3 +545,38 @@ pub fn total(h: &Value, field: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no totals.{field} in {h}"))
 }
+
+/// A number from the environment (trial counts, seeds), or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `current` resolves to a release that audits clean, every installed release
+/// is whole, and `keep` (the last good release) is still installed.
+pub fn assert_intact(root: &Path, keep: &str, what: &str) {
+    let cur = current(root).unwrap_or_else(|| panic!("{what}: `current` is missing"));
+    assert!(
+        fs::canonicalize(root.join("current")).is_ok_and(|p| p.is_dir()),
+        "{what}: current -> {cur} does not resolve"
+    );
+    assert!(
+        audit_clean(root),
+        "{what}: current ({cur}) does not audit clean"
+    );
+    for r in releases(root) {
+        let out = run(&[
+            OsStr::new("audit"),
+            "--root".as_ref(),
+            root.as_os_str(),
+            r.as_ref(),
+        ]);
+        assert!(out.status.success(), "{what}: installed {r} is not whole");
+    }
+    assert!(
+        releases(root).iter().any(|r| r == keep),
+        "{what}: the last good release {keep} was lost"
+    );
+}
