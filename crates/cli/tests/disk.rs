@@ -8,6 +8,7 @@
 //! checking anything.
 
 mod support;
+mod tmpfs;
 
 use std::fs;
 use std::io::Write;
@@ -17,63 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use support::{Env, audit_clean, chmod, current_name, installed, is_root, leftovers};
-
-/// A tmpfs mounted for the test's life, unmounted on drop (before its directory goes).
-struct Tmpfs {
-    mnt: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs with `options` (e.g. `size=8m`), or says why it cannot.
-    fn mount(options: &str) -> Result<Tmpfs, String> {
-        if !is_root() {
-            return Err("not running as root".into());
-        }
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let mnt = dir.path().join("mnt");
-        fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(&mnt)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { mnt, _dir: dir })
-    }
-
-    /// Bytes free for unprivileged writers (statvfs f_bavail * f_frsize).
-    fn available(&self) -> u64 {
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%a %S"])
-            .arg(&self.mnt)
-            .output()
-            .expect("stat -f");
-        let s = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<u64> = s
-            .split_whitespace()
-            .map(|x| x.parse().expect("a number from stat -f"))
-            .collect();
-        v[0] * v[1]
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.mnt)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
-    }
-}
+use tmpfs::Tmpfs;
 
 /// Skips the test (returning from it) with a message when `r` is an Err.
 macro_rules! or_skip {

@@ -58,8 +58,11 @@ pub(crate) enum Outcome {
     Lacks,
     /// The peer failed it: no answer in time, or its stream refused or reset.
     Failed,
-    /// Not the peer's doing: its connection is gone, or our store failed.
+    /// Not the peer's doing: its connection is gone.
     Dropped,
+    /// Our store could not keep a verified chunk (disk full, I/O error):
+    /// fetching more would only throw it away, so the session pauses.
+    StoreFailed(String),
 }
 
 pub(crate) fn spawn_session(
@@ -95,12 +98,14 @@ async fn run(
     let mut cross: HashMap<u64, bool> = HashMap::new();
     let mut ticker = tokio::time::interval(TICK);
     let mut complete = swarm.is_complete();
+    let mut fatal: Option<String> = None;
+    let mut paused_until: Option<tokio::time::Instant> = None;
     while !complete {
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
                 swarm.advance(node.now());
-                let mut st = Apply { node: &node, known: &known, swarm: &mut swarm, tasks: &mut tasks, cross: &mut cross };
+                let mut st = Apply { node: &node, known: &known, swarm: &mut swarm, tasks: &mut tasks, cross: &mut cross, fatal: &mut fatal };
                 st.apply(ev);
                 // Take whatever else is queued before scheduling once: with many
                 // peers, `Have` messages arrive far faster than pieces.
@@ -113,6 +118,20 @@ async fn run(
             }
             _ = ticker.tick() => swarm.tick(node.now()),
         }
+        // The store cannot keep chunks: stop asking for any (the swarm keeps
+        // what it knows of the peers) and try again after a while.
+        if let Some(why) = fatal.take() {
+            for ((peer, chunk), h) in tasks.drain() {
+                h.abort();
+                swarm.on_dropped(peer, chunk);
+            }
+            tracing::error!(tag = %manifest.tag, error = %why, "cannot keep fetched chunks; will try again in {RETRY:?}");
+            paused_until = Some(tokio::time::Instant::now() + RETRY);
+        }
+        if paused_until.is_some_and(|t| tokio::time::Instant::now() < t) {
+            continue;
+        }
+        paused_until = None;
         swarm.schedule(node.now());
         while let Some(action) = swarm.poll_action() {
             match action {
@@ -174,27 +193,46 @@ async fn run(
         return Ok(());
     };
     let store = node.opts.store.clone();
-    let release = known.release.clone();
     let opts = node.opts.install;
     let auto = node.opts.auto_activate;
-    tokio::task::spawn_blocking(move || {
-        assemble::install(&root, &store, &release, opts)?;
-        // Releases fetched at once may finish in any order: switch only to
-        // one at least as new as every release installed here.
-        let newest = root.newest_counter()?;
-        if auto && newest.is_none_or(|n| release.freshness.counter >= n) {
-            activate::activate(&root, &release.manifest.tag)?;
+    // A full disk or another local failure leaves the last good release
+    // live (install removes what it wrote); try again until the install
+    // works or a newer release made this one moot.
+    loop {
+        let (dir, store, release) = (root.clone(), store.clone(), known.release.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let root = dir;
+            assemble::install(&root, &store, &release, opts)?;
+            // Releases fetched at once may finish in any order: switch only to
+            // one at least as new as every release installed here.
+            let newest = root.newest_counter()?;
+            if auto && newest.is_none_or(|n| release.freshness.counter >= n) {
+                activate::activate(&root, &release.manifest.tag)?;
+            }
+            Ok::<_, shoal_bundle::Error>(())
+        })
+        .await
+        .map_err(|e| shoal_bundle::Error::Io {
+            path: node.opts.store.dir().to_path_buf(),
+            cause: std::io::Error::other(e.to_string()),
+        })?;
+        let Err(e) = done else { break };
+        let superseded = root
+            .newest_counter()
+            .is_ok_and(|n| n.is_some_and(|n| n > known.release.freshness.counter));
+        if superseded || node.is_closed() {
+            return Err(e);
         }
-        Ok::<_, shoal_bundle::Error>(())
-    })
-    .await
-    .map_err(|e| shoal_bundle::Error::Io {
-        path: node.opts.store.dir().to_path_buf(),
-        cause: std::io::Error::other(e.to_string()),
-    })??;
+        tracing::error!(tag = %manifest.tag, error = %e, "release could not be installed; will try again in {RETRY:?}");
+        tokio::time::sleep(RETRY).await;
+    }
     node.mark_installed(id);
     Ok(())
 }
+
+/// How long a session waits after its store or its install failed (a full
+/// disk, say) before it tries again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The session's state that events change.
 struct Apply<'a> {
@@ -203,6 +241,8 @@ struct Apply<'a> {
     swarm: &'a mut Swarm,
     tasks: &'a mut HashMap<(u64, u32), AbortHandle>,
     cross: &'a mut HashMap<u64, bool>,
+    /// Set when the store fails: the session ends with this error.
+    fatal: &'a mut Option<String>,
 }
 
 impl Apply<'_> {
@@ -270,6 +310,10 @@ impl Apply<'_> {
                     Outcome::Lacks => swarm.on_failed(peer, chunk, true),
                     Outcome::Failed => swarm.on_failed(peer, chunk, false),
                     Outcome::Dropped => swarm.on_dropped(peer, chunk),
+                    Outcome::StoreFailed(why) => {
+                        swarm.on_dropped(peer, chunk);
+                        *self.fatal = Some(why);
+                    }
                 }
             }
         }
@@ -345,7 +389,7 @@ async fn fetch(
         Ok(()) => Outcome::Good,
         Err(e) => {
             tracing::error!(error = %e, "cannot store a verified chunk");
-            Outcome::Dropped
+            Outcome::StoreFailed(e.to_string())
         }
     }
 }
