@@ -14,7 +14,6 @@
 mod swarm_support;
 
 use shoal_sample::Rng;
-use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -94,17 +93,7 @@ fn sigkill_of_an_agent_during_distribution_never_breaks_current() {
     let everyone: Vec<&AgentSpec> = peers.iter().chain([&victim]).collect();
     lab.wait_current(&everyone, "v1", Duration::from_secs(60), &[&proc]);
 
-    let edit = |n: u64| {
-        run_ok(&[
-            OsStr::new("sample"),
-            "--out".as_ref(),
-            lab.tree.as_os_str(),
-            "--edit".as_ref(),
-            "10".as_ref(),
-            "--seed".as_ref(),
-            n.to_string().as_ref(),
-        ]);
-    };
+    let edit = |n: u64| lab.edit(10, n);
     // One uninterrupted delta, to size the window the kills are drawn from.
     edit(1000);
     let t = Instant::now();

@@ -26,18 +26,6 @@ fn set_clock(file: &Path, offset: &str) {
     std::thread::sleep(Duration::from_millis(1200));
 }
 
-fn edit(lab: &Lab, n: u64) {
-    run_ok(&[
-        OsStr::new("sample"),
-        "--out".as_ref(),
-        lab.tree.as_os_str(),
-        "--edit".as_ref(),
-        "20".as_ref(),
-        "--seed".as_ref(),
-        n.to_string().as_ref(),
-    ]);
-}
-
 #[test]
 fn an_agents_clock_jumping_neither_breaks_a_fetch_nor_freezes_it_for_good() {
     assert!(
@@ -65,7 +53,7 @@ fn an_agents_clock_jumping_neither_breaks_a_fetch_nor_freezes_it_for_good() {
     lab.wait_current(&both, "v1", Duration::from_secs(60), &procs);
 
     // Jumps of six hours forward, then twelve back, then home, during a fetch.
-    edit(&lab, 1);
+    lab.edit(20, 1);
     lab.publish("v2");
     wait_for(
         "jumpy to start fetching v2",
@@ -92,7 +80,7 @@ fn an_agents_clock_jumping_neither_breaks_a_fetch_nor_freezes_it_for_good() {
 
     // Forty days forward: v3 (valid for 30) looks expired to this host alone.
     set_clock(&clock, "+40d");
-    edit(&lab, 2);
+    lab.edit(20, 2);
     lab.publish("v3");
     lab.wait_current(&[&steady], "v3", Duration::from_secs(60), &procs);
     let why = wait_for("jumpy to refuse v3", Duration::from_secs(30), || {

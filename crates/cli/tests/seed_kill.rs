@@ -11,7 +11,6 @@
 mod swarm_support;
 
 use shoal_sample::Rng;
-use std::ffi::OsStr;
 use std::time::{Duration, Instant};
 use swarm_support::*;
 
@@ -33,17 +32,7 @@ fn sigkill_of_the_seed_during_distribution_loses_nothing() {
     let watch: Vec<&Proc> = procs.iter().collect();
     lab.wait_current(&everyone, "v1", Duration::from_secs(60), &watch);
 
-    let edit = |n: u64| {
-        run_ok(&[
-            OsStr::new("sample"),
-            "--out".as_ref(),
-            lab.tree.as_os_str(),
-            "--edit".as_ref(),
-            "20".as_ref(),
-            "--seed".as_ref(),
-            n.to_string().as_ref(),
-        ]);
-    };
+    let edit = |n: u64| lab.edit(20, n);
     // One uninterrupted delta, to size the window the kills are drawn from.
     edit(1000);
     let t = Instant::now();

@@ -389,6 +389,20 @@ impl Lab {
         serde_json::from_str(out.trim()).expect("pack report JSON")
     }
 
+    /// Edits `percent` of the lab tree's files (`shoal sample --edit`), drawn
+    /// from `seed`: the next release is a delta.
+    pub fn edit(&self, percent: u32, seed: u64) {
+        run_ok(&[
+            OsStr::new("sample"),
+            "--out".as_ref(),
+            self.tree.as_os_str(),
+            "--edit".as_ref(),
+            percent.to_string().as_ref(),
+            "--seed".as_ref(),
+            seed.to_string().as_ref(),
+        ]);
+    }
+
     /// Waits until the tracker lists every one of `hosts`.
     pub fn wait_registered(&self, hosts: &[&str], within: Duration) {
         wait_for("every agent to register", within, || {

@@ -19,33 +19,33 @@ impl Tmpfs {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mnt = dir.path().join("mnt");
         fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(&mnt)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        mount(&["-t", "tmpfs", "-o", options, "tmpfs"], &mnt)?;
         Ok(Tmpfs { mnt, _dir: dir })
     }
 
     /// Bytes free for unprivileged writers (statvfs f_bavail * f_frsize).
     pub fn available(&self) -> u64 {
+        let v = self.statfs("%a %S");
+        v[0] * v[1]
+    }
+
+    /// Bytes in use (statvfs (f_blocks - f_bfree) * f_frsize).
+    pub fn used(&self) -> u64 {
+        let v = self.statfs("%b %f %S");
+        (v[0] - v[1]) * v[2]
+    }
+
+    /// The numbers `stat -f -c FORMAT` prints for the mount.
+    fn statfs(&self, format: &str) -> Vec<u64> {
         let out = Command::new("stat")
-            .args(["-f", "-c", "%a %S"])
+            .args(["-f", "-c", format])
             .arg(&self.mnt)
             .output()
             .expect("stat -f");
-        let s = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<u64> = s
+        String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .map(|x| x.parse().expect("a number from stat -f"))
-            .collect();
-        v[0] * v[1]
+            .collect()
     }
 }
 
@@ -64,32 +64,23 @@ impl Drop for Tmpfs {
 impl Tmpfs {
     /// Changes the size limit of the mounted filesystem (e.g. `size=64m`).
     pub fn resize(&self, options: &str) -> Result<(), String> {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.mnt)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -o remount,{options} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(())
+        mount(&["-o", &format!("remount,{options}")], &self.mnt)
     }
+}
 
-    /// Bytes in use (statvfs (f_blocks - f_bfree) * f_frsize).
-    pub fn used(&self) -> u64 {
-        let out = Command::new("stat")
-            .args(["-f", "-c", "%b %f %S"])
-            .arg(&self.mnt)
-            .output()
-            .expect("stat -f");
-        let s = String::from_utf8_lossy(&out.stdout);
-        let v: Vec<u64> = s
-            .split_whitespace()
-            .map(|x| x.parse().expect("a number from stat -f"))
-            .collect();
-        (v[0] - v[1]) * v[2]
+/// Runs `mount ARGS DIR`; Err says why it failed.
+fn mount(args: &[&str], dir: &std::path::Path) -> Result<(), String> {
+    let out = Command::new("mount")
+        .args(args)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mount {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
+    Ok(())
 }
