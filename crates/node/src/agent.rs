@@ -365,21 +365,13 @@ async fn poll_once(
             let reply = node
                 .request(tracker, &Msg::GetPeers { id }, MAX_CONTROL)
                 .await?;
-            if let Msg::Peers { peers, .. } = reply {
-                let members = peers
-                    .iter()
-                    .filter(|p| p.dc == node.opts.dc && p.role == Role::Agent)
-                    .map(|p| p.host.clone())
-                    .collect();
-                let seed_dcs: Vec<&str> = peers
-                    .iter()
-                    .filter(|p| p.role == Role::Seed)
-                    .map(|p| p.dc.as_str())
-                    .collect();
-                let seed_has_neighbours = peers
-                    .iter()
-                    .any(|p| p.role == Role::Agent && seed_dcs.contains(&p.dc.as_str()));
-                node.set_members(id, members, seed_has_neighbours);
+            if let Msg::Peers {
+                peers, crossers, ..
+            } = reply
+            {
+                let view =
+                    crate::listing::swarm_view(&peers, &crossers, &node.opts.host, &node.opts.dc);
+                node.set_members(id, view);
                 // Fetching hosts dial every peer they lack (`redial_loop`);
                 // hosts that finished are dialled by those still fetching.
                 let mut book = book.0.lock().expect("book lock");

@@ -15,6 +15,7 @@ pub mod check;
 pub mod client;
 pub mod config;
 pub mod hooks;
+pub mod listing;
 pub mod metrics;
 mod node;
 pub mod orders;

@@ -329,12 +329,9 @@ impl Node {
 
     /// Tells a release's session which other agents of this datacenter fetch
     /// `id`, and whether the seed's datacenter has agents other than this host.
-    pub fn set_members(&self, id: Hash, hosts: Vec<String>, seed_has_neighbours: bool) {
+    pub fn set_members(&self, id: Hash, view: crate::listing::SwarmView) {
         if let Some(s) = self.session(&id) {
-            let _ = s.send(SessionEvent::Members {
-                hosts,
-                seed_has_neighbours,
-            });
+            let _ = s.send(SessionEvent::Members(view));
         }
     }
 

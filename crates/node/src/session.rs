@@ -40,12 +40,9 @@ pub(crate) enum SessionEvent {
         chunk: u32,
         outcome: Outcome,
     },
-    /// The other agents of this datacenter in the swarm, from the tracker, and
-    /// whether the seed's datacenter has agents of its own.
-    Members {
-        hosts: Vec<String>,
-        seed_has_neighbours: bool,
-    },
+    /// What the tracker's peer list says of this datacenter's crossers and
+    /// of the seed's datacenter.
+    Members(crate::listing::SwarmView),
 }
 
 pub(crate) enum Outcome {
@@ -268,12 +265,10 @@ impl Apply<'_> {
                     swarm.peer_have(peer, chunk);
                 }
             }
-            SessionEvent::Members {
-                hosts,
-                seed_has_neighbours,
-            } => {
-                swarm.set_members(hosts.iter().map(String::as_str));
-                swarm.set_seed_has_neighbours(seed_has_neighbours);
+            SessionEvent::Members(view) => {
+                swarm.set_members(view.members.iter().map(String::as_str));
+                swarm.set_crosser(view.crosser);
+                swarm.set_seed_has_neighbours(view.seed_has_neighbours);
             }
             SessionEvent::Piece {
                 peer,

@@ -124,6 +124,7 @@ fn main() {
                 role: Role::Agent,
                 addr: "10.0.0.6:7401".into(),
             }],
+            crossers: vec!["web-02".into()],
         },
         Msg::Status(Box::new(status.clone())),
         Msg::GetFleet,

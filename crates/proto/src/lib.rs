@@ -12,7 +12,7 @@ use shoal_bundle::Hash;
 
 pub mod checks;
 
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
 /// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
@@ -294,6 +294,10 @@ pub enum Msg {
     Peers {
         id: Hash,
         peers: Vec<PeerInfo>,
+        /// The hosts of the asker's datacenter that bring this release's
+        /// chunks into it (the asker among them or not). Empty: every listed
+        /// agent of the datacenter may.
+        crossers: Vec<String>,
     },
     Status(Box<HostStatus>),
     GetFleet,

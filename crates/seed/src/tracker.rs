@@ -2,6 +2,7 @@
 //! reported status. Its per-host state is a few strings and counters, never a
 //! per-chunk map, so it holds large fleets.
 
+use crate::peers::{Candidate, Roster};
 use shoal_bundle::Hash;
 use shoal_bundle::signing::{TrustedKey, open_signed};
 use shoal_node::Control;
@@ -15,8 +16,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Peers handed out per request.
-const PEER_LIST: usize = 64;
 /// Hosts not heard from for this long are left out of peer lists.
 const STALE_S: u64 = 60;
 
@@ -66,21 +65,7 @@ pub struct Tracker {
     log_file: Option<PathBuf>,
 }
 
-/// Whom the tracker lists as peers. Only `Swarm` is for production; the others
-/// let netsim run the usual alternatives over the same code and network.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum PeerPolicy {
-    /// Live hosts, the asker's datacenter first.
-    #[default]
-    Swarm,
-    /// Live hosts in random order, datacenters ignored (a classic BitTorrent tracker).
-    Random,
-    /// Only the seeds: every host fetches everything from the deploy host.
-    SeedOnly,
-    /// These hosts (one per datacenter) get only the seeds; every other host
-    /// gets only the proxy of its datacenter.
-    Proxies(std::collections::BTreeSet<String>),
-}
+pub use crate::peers::PeerPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
@@ -308,47 +293,47 @@ impl Tracker {
             .collect()
     }
 
-    /// Live hosts that may hold `id`'s chunks, the asker's datacenter first.
+    /// Live hosts that may hold `id`'s chunks, chosen by [`crate::peers`].
     fn peers(&self, st: &State, from: &Hello, id: Hash) -> Msg {
         let policy = self.policy.lock().expect("policy lock").clone();
-        let admit = |host: &String, h: &HostEntry| match &policy {
-            PeerPolicy::Swarm | PeerPolicy::Random => true,
-            PeerPolicy::SeedOnly => h.role == Role::Seed,
-            PeerPolicy::Proxies(proxies) if proxies.contains(&from.host) => h.role == Role::Seed,
-            PeerPolicy::Proxies(proxies) => proxies.contains(host) && h.dc == from.dc,
-        };
-        // A fresh random order for every request (RandomState is keyed randomly).
-        let shuffle = std::hash::RandomState::new();
-        let mut list: Vec<(u64, PeerInfo)> = st
+        let mut addrs = Vec::new();
+        let candidates = st
             .hosts
             .iter()
-            .filter(|(host, h)| {
-                *host != &from.host
-                    && h.role != Role::Client
+            .filter(|(_, h)| {
+                h.role != Role::Client
                     && h.last_seen.elapsed().as_secs() < STALE_S
                     && h.addr.is_some()
-                    && admit(host, h)
             })
             .map(|(host, h)| {
-                let order = match policy {
-                    PeerPolicy::Random => std::hash::BuildHasher::hash_one(&shuffle, host),
-                    _ => u64::from(h.dc != from.dc),
-                };
-                (
-                    order,
-                    PeerInfo {
-                        host: host.clone(),
-                        dc: h.dc.clone(),
-                        role: h.role,
-                        addr: h.addr.clone().unwrap_or_default(),
-                    },
-                )
+                addrs.push(h.addr.clone().unwrap_or_default());
+                Candidate {
+                    host: host.clone(),
+                    dc: h.dc.clone(),
+                    role: h.role,
+                }
             })
             .collect();
-        list.sort_by_key(|a| a.0);
+        let roster = Roster::new(candidates, &id);
+        // A fresh random order for every request (RandomState is keyed randomly).
+        let shuffle = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+        let listing = roster.list(&from.host, &from.dc, &policy, shuffle);
         Msg::Peers {
             id,
-            peers: list.into_iter().take(PEER_LIST).map(|(_, p)| p).collect(),
+            peers: listing
+                .peers
+                .into_iter()
+                .map(|i| {
+                    let c = roster.host(i);
+                    PeerInfo {
+                        host: c.host.clone(),
+                        dc: c.dc.clone(),
+                        role: c.role,
+                        addr: addrs[i].clone(),
+                    }
+                })
+                .collect(),
+            crossers: listing.crossers,
         }
     }
 

@@ -148,6 +148,9 @@ pub struct Swarm {
     /// uplink, the floor of every distribution, carries each chunk once; other
     /// datacenters fetch from those agents, not from the seed.
     seed_has_neighbours: bool,
+    /// This host may bring chunks into its datacenter (the tracker names a
+    /// few crossers per datacenter; in a small one, every host).
+    crosser: bool,
     /// Some agent in another datacenter showed progress within the patience,
     /// as of the last `schedule`.
     remote_agents_live: bool,
@@ -216,6 +219,7 @@ impl Swarm {
             members_known: false,
             born: None,
             seed_has_neighbours: false,
+            crosser: true,
             remote_agents_live: false,
             cross_inflight: 0,
             assigned: vec![None; n],
@@ -321,6 +325,17 @@ impl Swarm {
     pub fn set_seed_has_neighbours(&mut self, yes: bool) {
         if self.seed_has_neighbours != yes {
             self.seed_has_neighbours = yes;
+            self.wake_all();
+        }
+    }
+
+    /// Whether this host is one of its datacenter's crossers. One that is
+    /// not leaves every chunk's crossing to the members, unless they keep it
+    /// waiting past the patience.
+    pub fn set_crosser(&mut self, yes: bool) {
+        if self.crosser != yes {
+            self.crosser = yes;
+            self.assigned_stale = true;
             self.wake_all();
         }
     }
@@ -716,11 +731,16 @@ impl Swarm {
         keys.dedup();
         for c in 0..self.lens.len() {
             let c = c as ChunkIx;
-            let mine = score(self.my_key, c);
+            // A host that is no crosser never outranks the members.
+            let mine = if self.crosser {
+                score(self.my_key, c)
+            } else {
+                0
+            };
             self.assigned[c as usize] = keys
                 .iter()
                 .copied()
-                .filter(|&k| score(k, c) > mine)
+                .filter(|&k| score(k, c) > mine || !self.crosser)
                 .max_by_key(|&k| score(k, c));
         }
         self.assigned_stale = false;

@@ -451,3 +451,30 @@ fn a_peer_whose_requests_always_fail_is_banned() {
     );
     assert_eq!(from_honest, 64);
 }
+
+#[test]
+fn a_host_that_is_no_crosser_leaves_every_crossing_to_the_crossers() {
+    let chunks = 64;
+    let cfg = Config {
+        window: 64,
+        cross_window: 64,
+        cross_dc_patience: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
+    s.add_peer(1, "crosser", true, false);
+    s.set_members(["crosser"]);
+    s.set_crosser(false);
+    s.add_peer(9, "far", false, false);
+    s.peer_bitfield(9, |_| true);
+    // As a crosser it would take its rendezvous share; as none, nothing,
+    // while the crosser shows progress.
+    for t in 0..3 {
+        let now = Duration::from_millis(900 * t);
+        s.peer_have(1, t as u32);
+        assert!(remote_requests(&mut s, now).is_empty(), "at {now:?}");
+    }
+    // The crosser goes quiet: past the patience, this host takes over.
+    let late = remote_requests(&mut s, Duration::from_secs(6));
+    assert!(!late.is_empty());
+}

@@ -1,0 +1,74 @@
+//! What an agent's swarm takes from a tracker peer list: who else in this
+//! datacenter may bring chunks across its boundary, whether this host is one
+//! of them, and whether the seed's datacenter has agents. Shared with netsim's
+//! flow model, which hands the tracker's lists to simulated swarms.
+
+use shoal_proto::{PeerInfo, Role};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SwarmView {
+    /// The other agents of this datacenter that chunks are assigned to.
+    pub members: Vec<String>,
+    /// This host brings chunks into its datacenter.
+    pub crosser: bool,
+    pub seed_has_neighbours: bool,
+}
+
+/// `crossers` as the tracker sent them; empty means every listed agent of
+/// this datacenter (and this host) may cross.
+pub fn swarm_view(peers: &[PeerInfo], crossers: &[String], host: &str, dc: &str) -> SwarmView {
+    let members = if crossers.is_empty() {
+        peers
+            .iter()
+            .filter(|p| p.dc == dc && p.role == Role::Agent && p.host != host)
+            .map(|p| p.host.clone())
+            .collect()
+    } else {
+        crossers.iter().filter(|h| *h != host).cloned().collect()
+    };
+    let seed_dcs: Vec<&str> = peers
+        .iter()
+        .filter(|p| p.role == Role::Seed)
+        .map(|p| p.dc.as_str())
+        .collect();
+    SwarmView {
+        members,
+        crosser: crossers.is_empty() || crossers.iter().any(|h| h == host),
+        seed_has_neighbours: peers
+            .iter()
+            .any(|p| p.role == Role::Agent && seed_dcs.contains(&p.dc.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(host: &str, dc: &str, role: Role) -> PeerInfo {
+        PeerInfo {
+            host: host.into(),
+            dc: dc.into(),
+            role,
+            addr: String::new(),
+        }
+    }
+
+    #[test]
+    fn crossers_decide_members_and_an_empty_list_means_everyone() {
+        let peers = vec![
+            peer("seed", "a", Role::Seed),
+            peer("a1", "a", Role::Agent),
+            peer("a2", "a", Role::Agent),
+            peer("b1", "b", Role::Agent),
+        ];
+        let all = swarm_view(&peers, &[], "a0", "a");
+        assert_eq!(all.members, vec!["a1", "a2"]);
+        assert!(all.crosser && all.seed_has_neighbours);
+        let some = swarm_view(&peers, &["a1".into(), "a0".into()], "a0", "a");
+        assert_eq!(some.members, vec!["a1"]);
+        assert!(some.crosser);
+        let not = swarm_view(&peers[1..], &["a1".into()], "a2", "a");
+        assert_eq!(not.members, vec!["a1"]);
+        assert!(!not.crosser && !not.seed_has_neighbours);
+    }
+}
