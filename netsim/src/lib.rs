@@ -14,11 +14,14 @@
 //! - [`strategy`]: shoal and the usual alternatives, on the same code.
 //! - [`prepare`], [`run`]: certificates, trees and bundles; the runner.
 //! - [`report`], [`chart`]: the table, JSON and SVG of a run.
+//! - [`flow`]: the same swarm decisions for up to 10,000 hosts in virtual
+//!   time, with flows instead of packets.
 
 pub mod bound;
 pub mod chart;
 pub mod cpu;
 mod error;
+pub mod flow;
 pub mod net;
 pub mod prepare;
 pub mod report;

@@ -37,6 +37,10 @@ pub struct Report {
     /// Share of all cores busy over the whole run (0..1).
     pub cpu_busy: f64,
     pub cores: usize,
+    /// `packet` (real QUIC over the simulated network, in real time) or
+    /// `flow` (the swarm's decisions with flows, in virtual time).
+    #[serde(default)]
+    pub model: String,
 }
 
 /// How one strategy did.
@@ -219,6 +223,13 @@ impl Report {
         }
 
         writeln!(out)?;
+        if self.model == "flow" {
+            return writeln!(
+                out,
+                "flow model: the swarm's decisions in virtual time; times leave out \
+                 hashing, decompression and writing the tree"
+            );
+        }
         writeln!(
             out,
             "cpu busy {:.0}% of {} cores",
@@ -529,6 +540,7 @@ mod tests {
             ],
             cpu_busy: 0.42,
             cores: 2,
+            model: "packet".into(),
         }
     }
 

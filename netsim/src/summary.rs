@@ -15,7 +15,7 @@ pub fn report(s: &Scenario, o: &Outcome) -> Report {
     let strategies = o
         .runs
         .iter()
-        .map(|r| strategy_result(topo, s, r, f, bound.t_lb_s))
+        .map(|r| strategy_result(topo, s.time_limit.as_secs_f64(), r, f, bound.t_lb_s))
         .collect();
     // The delta figures of shoal (or of the first strategy that ran one).
     let delta_run = o
@@ -52,12 +52,13 @@ pub fn report(s: &Scenario, o: &Outcome) -> Report {
         cpu_busy: o.cpu_busy,
         cores: o.cores,
         bound: Some(bound),
+        model: "packet".into(),
     }
 }
 
-fn strategy_result(
+pub(crate) fn strategy_result(
     topo: &Topology,
-    s: &Scenario,
+    time_limit_s: f64,
     r: &StrategyRun,
     f: u64,
     t_lb: f64,
@@ -120,7 +121,7 @@ fn strategy_result(
         cross_dc_ratio: cross_ratio,
         per_dc,
         per_host,
-        time_limit_s: s.time_limit.as_secs_f64(),
+        time_limit_s,
         cpu_busy: r.cpu_busy,
         curve: curve(p),
         delta_t_all_s: r.delta.as_ref().and_then(Phase::t_all),

@@ -188,6 +188,8 @@ impl Topology {
             "3dc-48-10m" => include_str!("../topologies/3dc-48-10m.toml"),
             "5dc-200" => include_str!("../topologies/5dc-200.toml"),
             "ci" => include_str!("../topologies/ci.toml"),
+            "10dc-1000" => include_str!("../topologies/10dc-1000.toml"),
+            "10dc-10000" => include_str!("../topologies/10dc-10000.toml"),
             _ => return None,
         };
         Some(Self::parse(text).expect("shipped topologies parse"))

@@ -25,6 +25,8 @@ pub struct BenchArgs {
     pub seed: u64,
     pub keep: bool,
     pub cut: Option<String>,
+    pub model: String,
+    pub piece: Option<String>,
 }
 
 /// `dc3:2:30`: datacenter dc3 cut off 2 s after the announcement, for 30 s.
@@ -65,7 +67,7 @@ pub fn load_topology(arg: &str) -> Result<Topology> {
     let name = arg.strip_suffix(".toml").unwrap_or(arg);
     let name = name.rsplit('/').next().unwrap_or(name);
     Topology::builtin(name).with_context(|| {
-        format!("no topology file {arg:?} and no shipped topology of that name (demo, 3dc-48, 3dc-48-10m, 5dc-200, ci)")
+        format!("no topology file {arg:?} and no shipped topology of that name (demo, 3dc-48, 3dc-48-10m, 5dc-200, ci, 10dc-1000, 10dc-10000)")
     })
 }
 
@@ -191,6 +193,78 @@ impl Progress {
 
 pub fn run(args: BenchArgs, json: bool) -> Result<std::process::ExitCode> {
     let topology = load_topology(&args.topology)?;
+    let report = if args.model == "flow" {
+        flow(&args, topology, json)?
+    } else {
+        packet(&args, topology, json)?
+    };
+    if let Some(path) = &args.chart {
+        let svg = shoal_netsim::chart::hosts_over_time_svg(&report)?;
+        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.render_table());
+        if let Some(path) = &args.chart {
+            println!("chart: {}", path.display());
+        }
+    }
+    let all = report
+        .strategies
+        .iter()
+        .all(|s| s.hosts_verified == s.hosts_total);
+    Ok(if all {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+/// The flow-level model: virtual time, no sockets, no files.
+fn flow(args: &BenchArgs, topology: Topology, json: bool) -> Result<Report> {
+    if args.tree.is_some() || args.delta.is_some() || args.cut.is_some() {
+        bail!("--model flow takes --size only (no --tree, --delta or --cut)");
+    }
+    let size = args.size.as_deref().map_or(Ok(64 << 20), parse_size)?;
+    let piece = args.piece.as_deref().map(parse_size).transpose()?;
+    let strategies = Strategy::parse_list(&args.strategy).map_err(anyhow::Error::msg)?;
+    let hosts = topology.targets().len() as u64;
+    let scenario = shoal_netsim::flow::FlowScenario {
+        topology,
+        bundle_bytes: size,
+        piece,
+        strategies,
+        time_limit: Duration::from_secs(args.time_limit.max(1)),
+        seed: args.seed,
+    };
+    let quiet = json || !std::io::stderr().is_terminal();
+    let bar = if quiet {
+        ProgressBar::with_draw_target(Some(hosts), ProgressDrawTarget::hidden())
+    } else {
+        let b = ProgressBar::new(hosts);
+        b.set_style(
+            ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} hosts, {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b
+    };
+    let started = std::time::Instant::now();
+    let report = shoal_netsim::flow::run(&scenario, &|k, t, done| {
+        bar.set_message(format!("{} at {t:.0} s simulated", k.name()));
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "flow model finished"
+    );
+    Ok(report)
+}
+
+/// The packet-level model: real QUIC over the simulated network.
+fn packet(args: &BenchArgs, topology: Topology, json: bool) -> Result<Report> {
     let source = match (&args.size, &args.tree) {
         (Some(_), Some(_)) => bail!("give --size or --tree, not both"),
         (None, Some(t)) => Source::Tree(t.clone()),
@@ -217,28 +291,7 @@ pub fn run(args: BenchArgs, json: bool) -> Result<std::process::ExitCode> {
         keep: args.keep,
         cut,
     };
-    let report = simulate(&scenario, json)?;
-    if let Some(path) = &args.chart {
-        let svg = shoal_netsim::chart::hosts_over_time_svg(&report)?;
-        std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
-    }
-    if json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.render_table());
-        if let Some(path) = &args.chart {
-            println!("chart: {}", path.display());
-        }
-    }
-    let all = report
-        .strategies
-        .iter()
-        .all(|s| s.hosts_verified == s.hosts_total);
-    Ok(if all {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::from(1)
-    })
+    simulate(&scenario, json)
 }
 
 /// Runs a scenario on its own thread (each strategy builds its own runtime)

@@ -37,6 +37,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             seed,
             keep,
             cut,
+            model,
+            piece,
         } => crate::bench::run(
             crate::bench::BenchArgs {
                 topology,
@@ -50,6 +52,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 seed,
                 keep,
                 cut,
+                model,
+                piece,
             },
             json,
         ),

@@ -45,7 +45,8 @@ enum Command {
     /// Distribute a release over a simulated fleet with each strategy in turn
     /// and compare them with the physical limit (T_lb).
     Bench {
-        /// A topology file, or a shipped one: demo, 3dc-48, 3dc-48-10m, 5dc-200, ci.
+        /// A topology file, or a shipped one: demo, 3dc-48, 3dc-48-10m, 5dc-200, ci,
+        /// 10dc-1000, 10dc-10000 (the last two for --model flow).
         #[arg(long)]
         topology: String,
         /// Generate a sample release of this size (e.g. 64MiB; default 64MiB).
@@ -79,6 +80,15 @@ enum Command {
         /// DC:AT:LENGTH in seconds from the announcement, e.g. dc3:2:30.
         #[arg(long, value_name = "DC:AT:LENGTH")]
         cut: Option<String>,
+        /// `packet`: real QUIC over the simulated network, in real time.
+        /// `flow`: the same swarm decisions with flows in virtual time, for
+        /// fleets of thousands (the release counts as --size bytes of
+        /// incompressible data; no --tree, --delta or --cut).
+        #[arg(long, default_value = "packet", value_parser = ["packet", "flow"])]
+        model: String,
+        /// Flow model: bytes per piece (default: F/512, at least 32 KiB).
+        #[arg(long)]
+        piece: Option<String>,
     },
     /// Write a deterministic sample release tree (for trying shoal and for benchmarks).
     Sample {

@@ -536,6 +536,15 @@ impl Swarm {
         if self.missing == 0 {
             return;
         }
+        // Nothing to ask of anyone: the common case once windows are full,
+        // and the driver schedules after every batch of events.
+        if !self
+            .peers
+            .values()
+            .any(|p| !p.banned && !p.idle && p.inflight < p.window)
+        {
+            return;
+        }
         if self.assigned_stale {
             self.assign();
         }
@@ -716,14 +725,17 @@ impl Swarm {
     }
 
     /// Decides, for every chunk, which host of this datacenter fetches it
-    /// across the boundary: rendezvous hashing over this host, the listed
-    /// members and the connected local agents, so hosts agree without talking.
+    /// across the boundary: rendezvous hashing over this host and the members
+    /// the tracker listed (before it answered, the connected local agents), so
+    /// hosts agree without talking. Connected agents that are not members do
+    /// not count: in a large datacenter they are hosts that never cross.
     fn assign(&mut self) {
-        let mut keys: Vec<u64> = self
+        let connected = self
             .peers
             .values()
-            .filter(|p| p.local && !p.banned && !p.seed)
-            .map(|p| p.key)
+            .filter(|p| !self.members_known && p.local && !p.banned && !p.seed)
+            .map(|p| p.key);
+        let mut keys: Vec<u64> = connected
             .chain(self.members.keys().copied())
             .filter(|&k| k != self.my_key)
             .collect();

@@ -1,0 +1,555 @@
+//! One strategy's distribution in virtual time: the tracker's peer lists
+//! (`shoal_seed::peers`), each agent's reading of them (`shoal_node::listing`)
+//! and each agent's [`Swarm`] are the production code; what they would send
+//! travels as timed events, and each piece as a flow whose rate follows from
+//! the links it shares ([`super::fluid`]).
+//!
+//! Time advances in fixed steps. Within a step, events (a request arriving, a
+//! `Have`, a piece delivered) are handled at their own times; at the step's
+//! end every host that saw an event schedules once, as the agent's session
+//! does after a batch of events, and uploaders with a free slot start their
+//! next queued request. Flows then advance by one step at their current
+//! rates; a flow that ends inside the step ends at its exact time.
+
+use super::fluid::{Fluid, Links};
+use crate::strategy::Strategy;
+use crate::topology::{HostRole, Topology};
+use shoal_proto::{PeerInfo, Role};
+use shoal_seed::peers::{Candidate, Roster};
+use shoal_swarm::{Action, BitSet, ChunkIx, Config, Swarm};
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::time::Duration;
+
+/// What one run is asked to do.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Bytes of each piece on the wire (the last one may be shorter).
+    pub piece: u64,
+    pub step: Duration,
+    pub time_limit: Duration,
+    pub seed: u64,
+}
+
+/// The bytes of a chunk the production swarm is tuned for: windows, slots and
+/// timeouts are given in requests of about this size, so the flow model
+/// scales them to its pieces to keep the same bytes in flight.
+const TUNED_CHUNK: f64 = 32.0 * 1024.0;
+/// The agent's and seed's upload slots (`upload_slots` in their configs).
+const SLOTS: usize = 32;
+/// How often each host's swarm ticks (timeouts, patience). The agent ticks
+/// every 50 ms; ticking ten thousand swarms that often buys nothing here,
+/// since a tick only matters once a timeout or a patience of seconds is due.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What one strategy's run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Measured {
+    /// Seconds until each target held every piece, indexed like `Topology::targets`.
+    pub verified_at: Vec<Option<f64>>,
+    /// Per host (seed first): bytes sent and received.
+    pub sent: Vec<u64>,
+    pub received: Vec<u64>,
+    /// Per datacenter: bytes that entered it from another one.
+    pub wan_in: Vec<u64>,
+    pub wan_out: Vec<u64>,
+    /// Virtual seconds simulated.
+    pub simulated_s: f64,
+    pub events: u64,
+}
+
+enum Kind {
+    Connect { a: usize, b: usize },
+    Bitfield { from: usize, to: usize },
+    Have { from: usize, chunk: ChunkIx, dc: usize },
+    Request { from: usize, to: usize, chunk: ChunkIx },
+    Cancel { from: usize, to: usize, chunk: ChunkIx },
+    Piece { from: usize, to: usize, chunk: ChunkIx },
+}
+
+struct Event {
+    at: Duration,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Event {
+    // Reversed: the heap pops the earliest event first.
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Flow {
+    from: usize,
+    to: usize,
+    chunk: ChunkIx,
+    left: f64,
+}
+
+struct Sim<'a> {
+    topo: &'a Topology,
+    dc: Vec<usize>,
+    lens: Vec<u64>,
+    swarms: Vec<Option<Swarm>>,
+    have: Vec<BitSet>,
+    peers: Vec<Vec<usize>>,
+    queue: Vec<VecDeque<(usize, ChunkIx)>>,
+    busy: Vec<usize>,
+    slots: usize,
+    pending: Vec<usize>,
+    is_pending: Vec<bool>,
+    flows: Vec<Flow>,
+    links: Vec<Links>,
+    rates: Vec<f64>,
+    cancelled: HashSet<(usize, usize, ChunkIx)>,
+    fluid: Fluid,
+    events: BinaryHeap<Event>,
+    seq: u64,
+    dirty: Vec<bool>,
+    dirty_list: Vec<usize>,
+    verified_at: Vec<Option<f64>>,
+    done: usize,
+    sent: Vec<f64>,
+    received: Vec<f64>,
+    wan_in: Vec<f64>,
+    wan_out: Vec<f64>,
+    handled: u64,
+}
+
+/// Distributes a release of `f_bytes` with `strategy` over `topo`.
+pub fn simulate(
+    topo: &Topology,
+    f_bytes: u64,
+    strategy: Strategy,
+    p: &Params,
+    progress: &dyn Fn(f64, usize),
+) -> Measured {
+    let mut sim = Sim::new(topo, f_bytes, strategy, p);
+    let targets = topo.targets().len();
+    let mut now = Duration::ZERO;
+    let mut step_no: u64 = 0;
+    let ticks_every = (TICK.as_secs_f64() / p.step.as_secs_f64()).round().max(1.0) as u64;
+    while sim.done < targets && now < p.time_limit {
+        let end = now + p.step;
+        sim.handle_until(end);
+        for x in 1..topo.hosts.len() {
+            if (step_no + x as u64) % ticks_every == 0
+                && let Some(s) = sim.swarms[x].as_mut()
+                && !s.is_complete()
+            {
+                s.tick(end);
+                sim.mark(x);
+            }
+        }
+        sim.schedule_dirty(end);
+        sim.start_flows();
+        sim.advance_flows(now, p.step);
+        now = end;
+        step_no += 1;
+        if step_no % 200 == 0 {
+            progress(now.as_secs_f64(), sim.done);
+        }
+        if step_no % ticks_every == 0 && tracing::enabled!(target: "shoal_netsim::timeline", tracing::Level::DEBUG) {
+            sim.timeline(now);
+        }
+    }
+    progress(now.as_secs_f64(), sim.done);
+    Measured {
+        verified_at: sim.verified_at,
+        sent: sim.sent.iter().map(|&b| b as u64).collect(),
+        received: sim.received.iter().map(|&b| b as u64).collect(),
+        wan_in: sim.wan_in.iter().map(|&b| b as u64).collect(),
+        wan_out: sim.wan_out.iter().map(|&b| b as u64).collect(),
+        simulated_s: now.as_secs_f64(),
+        events: sim.handled,
+    }
+}
+
+fn role(h: HostRole) -> Role {
+    match h {
+        HostRole::Seed => Role::Seed,
+        HostRole::Target => Role::Agent,
+    }
+}
+
+impl<'a> Sim<'a> {
+    fn new(topo: &'a Topology, f_bytes: u64, strategy: Strategy, p: &Params) -> Sim<'a> {
+        let n = topo.hosts.len();
+        let dcs = topo.dcs.len();
+        let piece = p.piece.max(1);
+        let count = f_bytes.div_ceil(piece).max(1) as usize;
+        let lens: Vec<u64> = (0..count)
+            .map(|i| piece.min(f_bytes - piece * i as u64).max(1))
+            .collect();
+        // Same bytes in flight as the production swarm with its own chunks,
+        // and at least two requests, so a round trip never idles a link.
+        let scale = (piece as f64 / TUNED_CHUNK).max(1.0);
+        let scaled = |k: usize| ((k as f64 / scale).round() as usize).max(2);
+        let base = Config::default();
+        let cfg = Config {
+            locality: strategy.locality(),
+            window: scaled(base.window),
+            seed_window: scaled(base.seed_window),
+            cross_window: scaled(base.cross_window),
+            request_timeout: base.request_timeout.mul_f64(scale),
+            ..base
+        };
+        let dc: Vec<usize> = topo.hosts.iter().map(|h| h.dc).collect();
+        // Link table: uplinks, downlinks, WAN out, WAN in.
+        let mut caps = Vec::with_capacity(2 * n + 2 * dcs);
+        caps.extend(topo.hosts.iter().map(|h| h.upload as f64));
+        caps.extend(topo.hosts.iter().map(|h| h.download as f64));
+        caps.extend(topo.dcs.iter().map(|d| d.wan_out as f64));
+        caps.extend(topo.dcs.iter().map(|d| d.wan_in as f64));
+        let plain: Vec<u32> = lens.iter().map(|&l| l.min(u64::from(u32::MAX)) as u32).collect();
+        let mut swarms = Vec::with_capacity(n);
+        let mut have = Vec::with_capacity(n);
+        for (i, h) in topo.hosts.iter().enumerate() {
+            if h.role == HostRole::Seed {
+                swarms.push(None);
+                have.push(BitSet::full(count));
+            } else {
+                let c = Config {
+                    seed: p.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    ..cfg.clone()
+                };
+                swarms.push(Some(Swarm::new(c, &h.name, plain.clone(), BitSet::new(count))));
+                have.push(BitSet::new(count));
+            }
+        }
+        let mut sim = Sim {
+            topo,
+            dc,
+            lens,
+            swarms,
+            have,
+            peers: vec![Vec::new(); n],
+            queue: vec![VecDeque::new(); n],
+            busy: vec![0; n],
+            slots: scaled(SLOTS),
+            pending: Vec::new(),
+            is_pending: vec![false; n],
+            flows: Vec::new(),
+            links: Vec::new(),
+            rates: Vec::new(),
+            cancelled: HashSet::new(),
+            fluid: Fluid::new(caps),
+            events: BinaryHeap::new(),
+            seq: 0,
+            dirty: vec![false; n],
+            dirty_list: Vec::new(),
+            verified_at: vec![None; n - 1],
+            done: 0,
+            sent: vec![0.0; n],
+            received: vec![0.0; n],
+            wan_in: vec![0.0; dcs],
+            wan_out: vec![0.0; dcs],
+            handled: 0,
+        };
+        sim.ask_tracker(strategy, p.seed);
+        sim
+    }
+
+    /// Pieces held in each datacenter, flows and queued requests.
+    fn timeline(&self, now: Duration) {
+        let mut held = vec![0usize; self.topo.dcs.len()];
+        for (x, h) in self.have.iter().enumerate().skip(1) {
+            held[self.dc[x]] += h.count();
+        }
+        let queued: usize = self.queue.iter().map(VecDeque::len).sum();
+        tracing::debug!(
+            target: "shoal_netsim::timeline",
+            t = now.as_secs_f64(),
+            done = self.done,
+            flows = self.flows.len(),
+            queued,
+            seed_queue = self.queue[0].len(),
+            held = ?held,
+            "flow"
+        );
+    }
+
+    fn lat(&self, a: usize, b: usize) -> Duration {
+        self.topo.latency(self.dc[a], self.dc[b])
+    }
+
+    fn push(&mut self, at: Duration, kind: Kind) {
+        self.seq += 1;
+        self.events.push(Event {
+            at,
+            seq: self.seq,
+            kind,
+        });
+    }
+
+    fn mark(&mut self, x: usize) {
+        if !self.dirty[x] {
+            self.dirty[x] = true;
+            self.dirty_list.push(x);
+        }
+    }
+
+    /// Every target asks the tracker for peers once the release is announced,
+    /// then dials each listed peer. The fleet does not change during a run,
+    /// so the agent's later polls (every 2 s) would return the same list.
+    fn ask_tracker(&mut self, strategy: Strategy, seed: u64) {
+        let topo = self.topo;
+        let candidates = topo
+            .hosts
+            .iter()
+            .map(|h| Candidate {
+                host: h.name.clone(),
+                dc: topo.dcs[h.dc].name.clone(),
+                role: role(h.role),
+            })
+            .collect();
+        let roster = Roster::new(candidates, &"flow-release");
+        let policy = strategy.policy(topo);
+        let mut connected: HashSet<(usize, usize)> = HashSet::new();
+        for x in 1..topo.hosts.len() {
+            let h = &topo.hosts[x];
+            let dc_name = &topo.dcs[h.dc].name;
+            let listing = roster.list(&h.name, dc_name, &policy, seed ^ x as u64);
+            let infos: Vec<PeerInfo> = listing
+                .peers
+                .iter()
+                .map(|&i| {
+                    let c = roster.host(i);
+                    PeerInfo {
+                        host: c.host.clone(),
+                        dc: c.dc.clone(),
+                        role: c.role,
+                        addr: String::new(),
+                    }
+                })
+                .collect();
+            let view = shoal_node::listing::swarm_view(&infos, &listing.crossers, &h.name, dc_name);
+            let s = self.swarms[x].as_mut().expect("a target has a swarm");
+            s.set_members(view.members.iter().map(String::as_str));
+            s.set_crosser(view.crosser);
+            s.set_seed_has_neighbours(view.seed_has_neighbours);
+            // The tracker's answer takes a round trip to the seed; a QUIC
+            // handshake one more to the peer.
+            let listed = self.lat(x, 0) * 2;
+            for &p in &listing.peers {
+                let key = (x.min(p), x.max(p));
+                if connected.insert(key) {
+                    let at = listed + self.lat(x, p) * 2;
+                    self.push(at, Kind::Connect { a: x, b: p });
+                }
+            }
+        }
+    }
+
+    fn handle_until(&mut self, end: Duration) {
+        while self.events.peek().is_some_and(|e| e.at < end) {
+            let e = self.events.pop().expect("peeked");
+            self.handled += 1;
+            self.handle(e.at, e.kind);
+        }
+    }
+
+    fn handle(&mut self, now: Duration, kind: Kind) {
+        match kind {
+            Kind::Connect { a, b } => {
+                self.peers[a].push(b);
+                self.peers[b].push(a);
+                for (me, other) in [(a, b), (b, a)] {
+                    let local = self.dc[me] == self.dc[other];
+                    let seed = self.topo.hosts[other].role == HostRole::Seed;
+                    let name = &self.topo.hosts[other].name;
+                    if let Some(s) = self.swarms[me].as_mut() {
+                        s.advance(now);
+                        s.add_peer(other as u64, name, local, seed);
+                        self.mark(me);
+                        // Each side opens with its bitfield.
+                        let at = now + self.lat(other, me);
+                        self.push(at, Kind::Bitfield { from: other, to: me });
+                    }
+                }
+            }
+            Kind::Bitfield { from, to } => {
+                let have = &self.have[from];
+                if let Some(s) = self.swarms[to].as_mut() {
+                    s.advance(now);
+                    s.peer_bitfield(from as u64, |i| have.get(i));
+                    self.mark(to);
+                }
+            }
+            Kind::Have { from, chunk, dc } => {
+                for k in 0..self.peers[from].len() {
+                    let p = self.peers[from][k];
+                    if self.dc[p] != dc {
+                        continue;
+                    }
+                    if let Some(s) = self.swarms[p].as_mut() {
+                        s.advance(now);
+                        s.peer_have(from as u64, chunk);
+                        self.mark(p);
+                    }
+                }
+            }
+            Kind::Request { from, to, chunk } => {
+                if self.have[to].get(chunk as usize) {
+                    self.cancelled.remove(&(to, from, chunk));
+                    self.queue[to].push_back((from, chunk));
+                    if !self.is_pending[to] {
+                        self.is_pending[to] = true;
+                        self.pending.push(to);
+                    }
+                } else if let Some(s) = self.swarms[from].as_mut() {
+                    // The uploader answers that it lacks the chunk.
+                    s.advance(now + self.topo.latency(self.dc[to], self.dc[from]));
+                    s.on_failed(to as u64, chunk, true);
+                    self.mark(from);
+                }
+            }
+            Kind::Cancel { from, to, chunk } => {
+                let q = &mut self.queue[to];
+                if let Some(i) = q.iter().position(|&(f, c)| f == from && c == chunk) {
+                    q.remove(i);
+                } else {
+                    self.cancelled.insert((to, from, chunk));
+                }
+            }
+            Kind::Piece { from, to, chunk } => {
+                if let Some(s) = self.swarms[to].as_mut() {
+                    s.on_piece(now, from as u64, chunk, true);
+                    self.mark(to);
+                }
+            }
+        }
+    }
+
+    fn schedule_dirty(&mut self, now: Duration) {
+        let list = std::mem::take(&mut self.dirty_list);
+        for &x in &list {
+            self.dirty[x] = false;
+            let Some(s) = self.swarms[x].as_mut() else {
+                continue;
+            };
+            s.schedule(now);
+            while let Some(a) = self.swarms[x].as_mut().and_then(Swarm::poll_action) {
+                self.act(x, now, a);
+            }
+        }
+        self.dirty_list = list;
+        self.dirty_list.clear();
+    }
+
+    fn act(&mut self, x: usize, now: Duration, a: Action) {
+        match a {
+            Action::Request { peer, chunk } => {
+                let to = peer as usize;
+                self.push(now + self.lat(x, to), Kind::Request { from: x, to, chunk });
+            }
+            Action::Cancel { peer, chunk } => {
+                let to = peer as usize;
+                self.push(now + self.lat(x, to), Kind::Cancel { from: x, to, chunk });
+            }
+            Action::Have { chunk } => {
+                self.have[x].set(chunk as usize);
+                let mut dcs: Vec<usize> = self.peers[x].iter().map(|&p| self.dc[p]).collect();
+                dcs.sort_unstable();
+                dcs.dedup();
+                for d in dcs {
+                    let at = now + self.topo.latency(self.dc[x], d);
+                    self.push(at, Kind::Have { from: x, chunk, dc: d });
+                }
+            }
+            Action::Complete => {
+                if self.verified_at[x - 1].is_none() {
+                    self.verified_at[x - 1] = Some(now.as_secs_f64());
+                    self.done += 1;
+                }
+            }
+            // Nobody lies in this model.
+            Action::Ban { .. } => {}
+        }
+    }
+
+    fn start_flows(&mut self) {
+        let n = self.topo.hosts.len();
+        let pending = std::mem::take(&mut self.pending);
+        for &u in &pending {
+            self.is_pending[u] = false;
+            while self.busy[u] < self.slots {
+                let Some((to, chunk)) = self.queue[u].pop_front() else {
+                    break;
+                };
+                self.busy[u] += 1;
+                let mut ids = vec![u as u32, (n + to) as u32];
+                let (a, b) = (self.dc[u], self.dc[to]);
+                if a != b {
+                    let dcs = self.topo.dcs.len();
+                    ids.push((2 * n + a) as u32);
+                    ids.push((2 * n + dcs + b) as u32);
+                }
+                self.links.push(Links::new(&ids));
+                self.flows.push(Flow {
+                    from: u,
+                    to,
+                    chunk,
+                    left: self.lens[chunk as usize] as f64,
+                });
+            }
+            if !self.queue[u].is_empty() {
+                self.is_pending[u] = true;
+                self.pending.push(u);
+            }
+        }
+    }
+
+    fn advance_flows(&mut self, now: Duration, step: Duration) {
+        self.fluid.rates(&self.links, &mut self.rates);
+        let dt = step.as_secs_f64();
+        let mut i = self.flows.len();
+        while i > 0 {
+            i -= 1;
+            let (from, to, chunk) = (self.flows[i].from, self.flows[i].to, self.flows[i].chunk);
+            let aborted =
+                !self.cancelled.is_empty() && self.cancelled.remove(&(from, to, chunk));
+            let rate = self.rates[i];
+            let moved = (rate * dt).min(self.flows[i].left);
+            self.account(from, to, moved);
+            let finished = !aborted && moved >= self.flows[i].left - 0.5;
+            if !aborted && !finished {
+                self.flows[i].left -= moved;
+                continue;
+            }
+            if finished {
+                let took = if rate > 0.0 { moved / rate } else { dt };
+                let at = now + Duration::from_secs_f64(took) + self.lat(from, to);
+                self.push(at, Kind::Piece { from, to, chunk });
+            }
+            self.flows.swap_remove(i);
+            self.links.swap_remove(i);
+            self.busy[from] -= 1;
+            if !self.queue[from].is_empty() && !self.is_pending[from] {
+                self.is_pending[from] = true;
+                self.pending.push(from);
+            }
+        }
+    }
+
+    fn account(&mut self, from: usize, to: usize, bytes: f64) {
+        self.sent[from] += bytes;
+        self.received[to] += bytes;
+        if self.dc[from] != self.dc[to] {
+            self.wan_out[self.dc[from]] += bytes;
+            self.wan_in[self.dc[to]] += bytes;
+        }
+    }
+}

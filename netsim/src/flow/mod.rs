@@ -1,0 +1,148 @@
+//! The flow-level model: the swarm's production decisions for fleets far
+//! larger than one machine can run as QUIC endpoints, in virtual time.
+//!
+//! The packet-level runner ([`crate::run`]) is faithful but runs in real time
+//! on real sockets, so a 2-core machine holds tens of hosts. At a thousand
+//! hosts and more, what decides a swarm is which chunk is asked for, from
+//! whom, and how the datacenter boundary is crossed: the tracker's peer lists,
+//! the agent's reading of them and the [`shoal_swarm::Swarm`] of each host.
+//! Those run here unchanged; bytes move as flows whose rates share the links
+//! ([`fluid`]), and messages arrive after the topology's latency ([`engine`]).
+//!
+//! What it leaves out, on purpose: packet loss and congestion control
+//! dynamics (rates are the max-min fair share at once), the CPU (hashing,
+//! decompression, writing the tree: a host counts as done when it holds
+//! every piece), the manifest's transfer, and connection limits. Pieces are
+//! larger than real chunks at scale (`--piece`), with windows and slots
+//! scaled to keep the same bytes in flight.
+
+pub mod engine;
+pub mod fluid;
+
+use crate::bound::lower_bound;
+use crate::net::{DcStats, HostStats, NetStats};
+use crate::report::Report;
+use crate::run::{Phase, StrategyRun};
+use crate::strategy::Strategy;
+use crate::summary::strategy_result;
+use crate::topology::Topology;
+pub use engine::{Measured, Params};
+use std::time::Duration;
+
+/// One flow-level run: a topology, a release of `bundle_bytes`, strategies.
+#[derive(Clone, Debug)]
+pub struct FlowScenario {
+    pub topology: Topology,
+    /// F: the bytes every target must receive.
+    pub bundle_bytes: u64,
+    /// Bytes per piece; `None`: [`default_piece`].
+    pub piece: Option<u64>,
+    pub strategies: Vec<Strategy>,
+    pub time_limit: Duration,
+    pub seed: u64,
+}
+
+/// Pieces of about real chunk size for small releases; for large ones, at
+/// most about 256 pieces, so ten thousand hosts stay within minutes.
+pub fn default_piece(f: u64) -> u64 {
+    (f / 256).max(32 << 10)
+}
+
+/// The time step: a quarter of a piece's time on the slowest host link,
+/// within 1 to 100 ms. A piece's start waits for a step boundary, so this
+/// costs up to a quarter of a piece's time per hop; smaller steps cost
+/// simulation time in proportion (every busy host schedules once a step).
+pub fn step_for(topo: &Topology, piece: u64) -> Duration {
+    let slowest = topo
+        .hosts
+        .iter()
+        .map(|h| h.upload.min(h.download))
+        .min()
+        .unwrap_or(1)
+        .max(1);
+    let t = piece as f64 / slowest as f64 / 4.0;
+    Duration::from_secs_f64(t.clamp(0.001, 0.1))
+}
+
+/// Runs every strategy and reports them like a packet-level run.
+pub fn run(s: &FlowScenario, progress: &dyn Fn(Strategy, f64, usize)) -> Report {
+    let topo = &s.topology;
+    let piece = s.piece.unwrap_or_else(|| default_piece(s.bundle_bytes));
+    let params = Params {
+        piece,
+        step: step_for(topo, piece),
+        time_limit: s.time_limit,
+        seed: s.seed,
+    };
+    let bound = lower_bound(topo, s.bundle_bytes);
+    let strategies = s
+        .strategies
+        .iter()
+        .map(|&k| {
+            let m = engine::simulate(topo, s.bundle_bytes, k, &params, &|t, done| {
+                progress(k, t, done)
+            });
+            let run = as_run(k, &m);
+            strategy_result(
+                topo,
+                s.time_limit.as_secs_f64(),
+                &run,
+                s.bundle_bytes,
+                bound.t_lb_s,
+            )
+        })
+        .collect();
+    Report {
+        topology: topo.name.clone(),
+        hosts_total: topo.targets().len(),
+        release_bytes: s.bundle_bytes,
+        bundle_bytes: s.bundle_bytes,
+        chunks: s.bundle_bytes.div_ceil(piece.max(1)) as usize,
+        bound: Some(bound),
+        delta: None,
+        strategies,
+        cpu_busy: 0.0,
+        cores: 0,
+        model: "flow".into(),
+    }
+}
+
+fn as_run(k: Strategy, m: &Measured) -> StrategyRun {
+    let hosts = m
+        .sent
+        .iter()
+        .zip(&m.received)
+        .map(|(&s, &r)| HostStats {
+            sent_bytes: s,
+            recv_bytes: r,
+            ..HostStats::default()
+        })
+        .collect();
+    let dcs = m
+        .wan_in
+        .iter()
+        .zip(&m.wan_out)
+        .map(|(&i, &o)| DcStats {
+            wan_in_bytes: i,
+            wan_out_bytes: o,
+            ..DcStats::default()
+        })
+        .collect();
+    StrategyRun {
+        strategy: k,
+        first: Phase {
+            verified_at: m.verified_at.clone(),
+            elapsed: Duration::from_secs_f64(m.simulated_s),
+            net: NetStats {
+                hosts,
+                dcs,
+                ..NetStats::default()
+            },
+        },
+        delta: None,
+        audited_ok: None,
+        audit_findings: Vec::new(),
+        cpu_busy: 0.0,
+        rollback: None,
+    }
+}

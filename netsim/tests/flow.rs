@@ -1,0 +1,122 @@
+//! The flow-level model: its timing against what the links allow, its
+//! sharing of a bottleneck, and the real swarm decisions at a scale the packet
+//! model cannot run on one machine.
+
+use shoal_netsim::bound::lower_bound;
+use shoal_netsim::flow::{self, FlowScenario, Params, engine};
+use shoal_netsim::strategy::Strategy;
+use shoal_netsim::topology::Topology;
+use std::time::Duration;
+
+fn topo(text: &str) -> Topology {
+    Topology::parse(text).expect("test topology parses")
+}
+
+/// One target behind a seed: `hosts` targets in one datacenter, 80 Mbit/s
+/// (10 MB/s) links, 5 ms one way.
+fn one_dc(hosts: usize) -> Topology {
+    topo(&format!(
+        r#"
+name = "one-dc"
+[network]
+intra_dc_ms = 5.0
+inter_dc_ms = 20.0
+[seed]
+dc = "a"
+upload_mbit = 80
+download_mbit = 80
+[[dc]]
+name = "a"
+hosts = {hosts}
+upload_mbit = 80
+download_mbit = 80
+wan_in_mbit = 1000
+wan_out_mbit = 1000
+"#
+    ))
+}
+
+fn params(piece: u64) -> Params {
+    Params {
+        piece,
+        step: Duration::from_millis(1),
+        time_limit: Duration::from_secs(600),
+        seed: 1,
+    }
+}
+
+#[test]
+fn a_transfer_takes_the_time_its_link_and_latency_allow() {
+    // 20 MB at 10 MB/s: 2 s, plus the tracker's and the handshake's round
+    // trips and the pieces' one-way latency (tens of ms).
+    let t = one_dc(1);
+    let f = 20_000_000;
+    let m = engine::simulate(&t, f, Strategy::Central, &params(256 << 10), &|_, _| {});
+    let took = m.verified_at[0].expect("the target finished");
+    let model = f as f64 / 10e6;
+    assert!(
+        (took - model).abs() / model < 0.10,
+        "took {took:.3} s, the link allows {model:.3} s"
+    );
+    assert_eq!(m.received[1], f, "every byte arrived once");
+    assert_eq!(m.sent[0], f);
+}
+
+#[test]
+fn hosts_behind_one_uplink_share_it() {
+    // Central: four targets share the seed's 10 MB/s, so each gets 2.5 MB/s
+    // and all finish together, at four times one target's time.
+    let t = one_dc(4);
+    let f = 10_000_000;
+    let m = engine::simulate(&t, f, Strategy::Central, &params(256 << 10), &|_, _| {});
+    let times: Vec<f64> = m.verified_at.iter().map(|t| t.expect("finished")).collect();
+    let model = 4.0 * f as f64 / 10e6;
+    for &x in &times {
+        assert!((x - model).abs() / model < 0.10, "{times:?} against {model}");
+    }
+    // shoal on the same hosts: the seed sends each byte about once and the
+    // targets pass pieces on, so it is far faster than central.
+    let s = engine::simulate(&t, f, Strategy::Shoal, &params(64 << 10), &|_, _| {});
+    let slowest = s.verified_at.iter().map(|t| t.expect("finished")).fold(0.0, f64::max);
+    assert!(slowest < model / 2.0, "shoal {slowest:.2} s, central {model:.2} s");
+    assert!(s.sent[0] < f * 3 / 2, "seed sent {} of {f}", s.sent[0]);
+}
+
+#[test]
+fn a_thousand_hosts_in_ten_datacenters_take_each_byte_across_once() {
+    // The shipped 10 x 100 fleet with a small release, through the same entry
+    // point as `shoal bench --model flow`.
+    let t = Topology::builtin("10dc-1000").expect("shipped");
+    let f = 2 << 20;
+    let s = FlowScenario {
+        topology: t.clone(),
+        bundle_bytes: f,
+        piece: Some(128 << 10),
+        strategies: vec![Strategy::Shoal, Strategy::Bittorrent],
+        time_limit: Duration::from_secs(300),
+        seed: 1,
+    };
+    let r = flow::run(&s, &|_, _, _| {});
+    assert_eq!(r.model, "flow");
+    let t_lb = lower_bound(&t, f).t_lb_s;
+    let shoal = &r.strategies[0];
+    let bt = &r.strategies[1];
+    assert_eq!(shoal.hosts_verified, 1000);
+    assert_eq!(bt.hosts_verified, 1000);
+    assert!(shoal.t_all_s.expect("done") >= t_lb, "never faster than T_lb");
+    for (dc, &ratio) in &shoal.cross_dc_ratio {
+        if dc != "dc01" {
+            assert!(ratio < 1.1, "{dc}: {ratio:.2} F entered");
+        }
+    }
+    let cross = |s: &shoal_netsim::report::StrategyResult| -> u64 {
+        s.cross_dc_bytes_in.values().sum()
+    };
+    assert!(
+        cross(shoal) * 3 < cross(bt),
+        "shoal {} against bittorrent {} bytes across",
+        cross(shoal),
+        cross(bt)
+    );
+    assert!(shoal.seed_upload_bytes < f * 3 / 2);
+}
