@@ -72,13 +72,23 @@ fn hosts_behind_one_uplink_share_it() {
     let times: Vec<f64> = m.verified_at.iter().map(|t| t.expect("finished")).collect();
     let model = 4.0 * f as f64 / 10e6;
     for &x in &times {
-        assert!((x - model).abs() / model < 0.10, "{times:?} against {model}");
+        assert!(
+            (x - model).abs() / model < 0.10,
+            "{times:?} against {model}"
+        );
     }
     // shoal on the same hosts: the seed sends each byte about once and the
     // targets pass pieces on, so it is far faster than central.
     let s = engine::simulate(&t, f, Strategy::Shoal, &params(64 << 10), &|_, _| {});
-    let slowest = s.verified_at.iter().map(|t| t.expect("finished")).fold(0.0, f64::max);
-    assert!(slowest < model / 2.0, "shoal {slowest:.2} s, central {model:.2} s");
+    let slowest = s
+        .verified_at
+        .iter()
+        .map(|t| t.expect("finished"))
+        .fold(0.0, f64::max);
+    assert!(
+        slowest < model / 2.0,
+        "shoal {slowest:.2} s, central {model:.2} s"
+    );
     assert!(s.sent[0] < f * 3 / 2, "seed sent {} of {f}", s.sent[0]);
 }
 
@@ -103,15 +113,17 @@ fn a_thousand_hosts_in_ten_datacenters_take_each_byte_across_once() {
     let bt = &r.strategies[1];
     assert_eq!(shoal.hosts_verified, 1000);
     assert_eq!(bt.hosts_verified, 1000);
-    assert!(shoal.t_all_s.expect("done") >= t_lb, "never faster than T_lb");
+    assert!(
+        shoal.t_all_s.expect("done") >= t_lb,
+        "never faster than T_lb"
+    );
     for (dc, &ratio) in &shoal.cross_dc_ratio {
         if dc != "dc01" {
             assert!(ratio < 1.1, "{dc}: {ratio:.2} F entered");
         }
     }
-    let cross = |s: &shoal_netsim::report::StrategyResult| -> u64 {
-        s.cross_dc_bytes_in.values().sum()
-    };
+    let cross =
+        |s: &shoal_netsim::report::StrategyResult| -> u64 { s.cross_dc_bytes_in.values().sum() };
     assert!(
         cross(shoal) * 3 < cross(bt),
         "shoal {} against bittorrent {} bytes across",

@@ -179,6 +179,9 @@ pub struct Node {
     control: Option<Arc<dyn Control>>,
     state: Mutex<State>,
     slots: Semaphore,
+    /// Requests waiting for a slot; past `upload_slots` more, a request is
+    /// answered `Busy` so its asker turns to another holder.
+    waiting: std::sync::atomic::AtomicUsize,
     up: Mutex<TokenBucket>,
     pub(crate) down: Mutex<TokenBucket>,
     epoch: Instant,
@@ -203,6 +206,7 @@ impl Node {
     ) -> Arc<Node> {
         let node = Arc::new(Node {
             slots: Semaphore::new(opts.upload_slots.max(1)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             up: Mutex::new(TokenBucket::new(opts.upload_limit, 1 << 20)),
             down: Mutex::new(TokenBucket::new(opts.download_limit, 1 << 20)),
             opts,
@@ -848,7 +852,17 @@ impl Node {
         let Some(cref) = cref else {
             return (Msg::Reject { id, chunk }, None);
         };
-        let permit = self.slots.acquire().await.ok();
+        let permit = match self.slots.try_acquire() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                // Counted down on drop: a cancelled request leaves the queue too.
+                let queued = Waiting::join(&self.waiting);
+                if queued.ahead >= self.opts.upload_slots.max(1) {
+                    return (Msg::Busy { id, chunk }, None);
+                }
+                self.slots.acquire().await.ok()
+            }
+        };
         let Ok(mut data) = self.opts.store.read_compressed(&cref) else {
             return (Msg::Reject { id, chunk }, None);
         };
@@ -874,6 +888,26 @@ impl Node {
             .bytes_up
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         (Msg::Piece { id, chunk, data }, permit)
+    }
+}
+
+/// A place in the queue for an upload slot.
+struct Waiting<'a> {
+    count: &'a std::sync::atomic::AtomicUsize,
+    /// Requests that were waiting before this one.
+    ahead: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn join(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        let ahead = count.fetch_add(1, Ordering::AcqRel);
+        Waiting { count, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

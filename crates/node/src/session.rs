@@ -55,6 +55,8 @@ pub(crate) enum Outcome {
     Lacks,
     /// The peer failed it: no answer in time, or its stream refused or reset.
     Failed,
+    /// Its upload queue is full.
+    Busy,
     /// Not the peer's doing: its connection is gone.
     Dropped,
     /// Our store could not keep a verified chunk (disk full, I/O error):
@@ -303,6 +305,7 @@ impl Apply<'_> {
                         swarm.on_piece(now, peer, chunk, false);
                     }
                     Outcome::Lacks => swarm.on_failed(peer, chunk, true),
+                    Outcome::Busy => swarm.on_busy(self.node.now(), peer, chunk),
                     Outcome::Failed => swarm.on_failed(peer, chunk, false),
                     Outcome::Dropped => swarm.on_dropped(peer, chunk),
                     Outcome::StoreFailed(why) => {
@@ -349,6 +352,7 @@ async fn fetch(
             data,
         } if i == id && c == chunk => data,
         Msg::Reject { .. } => return Outcome::Lacks,
+        Msg::Busy { .. } => return Outcome::Busy,
         // Another message, or a piece of another chunk.
         _ => return Outcome::Bad,
     };

@@ -330,6 +330,11 @@ pub enum Msg {
         id: Hash,
         chunk: ChunkIx,
     },
+    /// The sender's upload queue is full: ask someone else, or later.
+    Busy {
+        id: Hash,
+        chunk: ChunkIx,
+    },
     Cancel {
         id: Hash,
         chunk: ChunkIx,
@@ -447,6 +452,7 @@ impl Msg {
             Msg::Request { .. } => "Request",
             Msg::Piece { .. } => "Piece",
             Msg::Reject { .. } => "Reject",
+            Msg::Busy { .. } => "Busy",
             Msg::Cancel { .. } => "Cancel",
             Msg::Error { .. } => "Error",
             Msg::Ok => "Ok",

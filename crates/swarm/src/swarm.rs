@@ -40,6 +40,9 @@ pub struct Config {
     pub cross_dc_patience: Duration,
     /// Extra requests per chunk once every missing chunk is in flight.
     pub endgame_duplicates: usize,
+    /// How long a peer that answered `Busy` (its upload queue full) is not
+    /// asked again.
+    pub busy_backoff: Duration,
     /// Seeds random choices, so hosts do not all pick alike.
     pub seed: u64,
 }
@@ -54,6 +57,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             cross_dc_patience: Duration::from_secs(10),
             endgame_duplicates: 1,
+            busy_backoff: Duration::from_millis(100),
             seed: 0,
         }
     }
@@ -115,6 +119,8 @@ struct Peer {
     strikes: u32,
     /// Requests in a row that failed without an answer.
     failures: u32,
+    /// It said its upload queue was full: not asked until then.
+    busy_until: Duration,
 }
 
 pub struct Swarm {
@@ -289,6 +295,7 @@ impl Swarm {
                 progress_at: self.now,
                 strikes: 0,
                 failures: 0,
+                busy_until: Duration::ZERO,
             },
         );
         // A new host in this datacenter changes who each chunk is assigned to.
@@ -442,6 +449,17 @@ impl Swarm {
         self.end_request(peer, chunk);
     }
 
+    /// The peer's upload queue was full. Nothing is held against it, but it
+    /// is left alone for `busy_backoff`: the chunk goes to whoever else holds
+    /// it, as a queue behind one popular host would leave the rest idle.
+    pub fn on_busy(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
+        self.now = self.now.max(now);
+        self.end_request(peer, chunk);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.busy_until = now + self.cfg.busy_backoff;
+        }
+    }
+
     pub fn on_failed(&mut self, peer: PeerId, chunk: ChunkIx, lacks: bool) {
         self.end_request(peer, chunk);
         if !lacks && let Some(p) = self.peers.get_mut(&peer) {
@@ -538,11 +556,9 @@ impl Swarm {
         }
         // Nothing to ask of anyone: the common case once windows are full,
         // and the driver schedules after every batch of events.
-        if !self
-            .peers
-            .values()
-            .any(|p| !p.banned && !p.idle && p.inflight < p.window)
-        {
+        let askable =
+            |p: &Peer| !p.banned && !p.idle && p.inflight < p.window && p.busy_until <= now;
+        if !self.peers.values().any(askable) {
             return;
         }
         if self.assigned_stale {
@@ -562,7 +578,7 @@ impl Swarm {
         let mut order: Vec<(bool, bool, usize, u64, PeerId)> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.banned && !p.idle && p.inflight < p.window)
+            .filter(|(_, p)| askable(p))
             .map(|(&id, p)| {
                 let tiebreak = if self.cfg.locality {
                     mix(id ^ self.rng)

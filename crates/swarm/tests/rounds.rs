@@ -478,3 +478,30 @@ fn a_host_that_is_no_crosser_leaves_every_crossing_to_the_crossers() {
     let late = remote_requests(&mut s, Duration::from_secs(6));
     assert!(!late.is_empty());
 }
+
+#[test]
+fn a_busy_peer_is_left_alone_for_a_while_and_its_chunk_goes_elsewhere() {
+    let cfg = Config {
+        window: 1,
+        busy_backoff: Duration::from_millis(100),
+        ..Config::default()
+    };
+    let mut s = Swarm::new(cfg, "me", vec![1000; 1], BitSet::new(1));
+    s.set_members([]);
+    s.add_peer(1, "popular", true, false);
+    s.peer_have(1, 0);
+    s.schedule(Duration::ZERO);
+    assert_eq!(s.poll_action(), Some(Action::Request { peer: 1, chunk: 0 }));
+    s.on_busy(Duration::from_millis(10), 1, 0);
+    // Nobody else has it yet, and the busy peer is not asked again at once.
+    s.schedule(Duration::from_millis(20));
+    assert_eq!(s.poll_action(), None);
+    // Another holder appears: it gets the request.
+    s.add_peer(2, "other", true, false);
+    s.peer_have(2, 0);
+    s.schedule(Duration::from_millis(30));
+    assert_eq!(s.poll_action(), Some(Action::Request { peer: 2, chunk: 0 }));
+    // Past the backoff, the busy peer may be asked again (an endgame copy).
+    s.schedule(Duration::from_millis(200));
+    assert_eq!(s.poll_action(), Some(Action::Request { peer: 1, chunk: 0 }));
+}

@@ -59,12 +59,39 @@ pub struct Measured {
 }
 
 enum Kind {
-    Connect { a: usize, b: usize },
-    Bitfield { from: usize, to: usize },
-    Have { from: usize, chunk: ChunkIx, dc: usize },
-    Request { from: usize, to: usize, chunk: ChunkIx },
-    Cancel { from: usize, to: usize, chunk: ChunkIx },
-    Piece { from: usize, to: usize, chunk: ChunkIx },
+    Connect {
+        a: usize,
+        b: usize,
+    },
+    Bitfield {
+        from: usize,
+        to: usize,
+    },
+    Have {
+        from: usize,
+        chunk: ChunkIx,
+        dc: usize,
+    },
+    Request {
+        from: usize,
+        to: usize,
+        chunk: ChunkIx,
+    },
+    Cancel {
+        from: usize,
+        to: usize,
+        chunk: ChunkIx,
+    },
+    Piece {
+        from: usize,
+        to: usize,
+        chunk: ChunkIx,
+    },
+    Busy {
+        from: usize,
+        to: usize,
+        chunk: ChunkIx,
+    },
 }
 
 struct Event {
@@ -141,11 +168,15 @@ pub fn simulate(
     let mut now = Duration::ZERO;
     let mut step_no: u64 = 0;
     let ticks_every = (TICK.as_secs_f64() / p.step.as_secs_f64()).round().max(1.0) as u64;
+    let trace_every = std::env::var("SHOAL_FLOW_TRACE_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ticks_every);
     while sim.done < targets && now < p.time_limit {
         let end = now + p.step;
         sim.handle_until(end);
         for x in 1..topo.hosts.len() {
-            if (step_no + x as u64) % ticks_every == 0
+            if (step_no + x as u64).is_multiple_of(ticks_every)
                 && let Some(s) = sim.swarms[x].as_mut()
                 && !s.is_complete()
             {
@@ -158,10 +189,12 @@ pub fn simulate(
         sim.advance_flows(now, p.step);
         now = end;
         step_no += 1;
-        if step_no % 200 == 0 {
+        if step_no.is_multiple_of(200) {
             progress(now.as_secs_f64(), sim.done);
         }
-        if step_no % ticks_every == 0 && tracing::enabled!(target: "shoal_netsim::timeline", tracing::Level::DEBUG) {
+        if step_no.is_multiple_of(trace_every)
+            && tracing::enabled!(target: "shoal_netsim::timeline", tracing::Level::DEBUG)
+        {
             sim.timeline(now);
         }
     }
@@ -204,6 +237,7 @@ impl<'a> Sim<'a> {
             seed_window: scaled(base.seed_window),
             cross_window: scaled(base.cross_window),
             request_timeout: base.request_timeout.mul_f64(scale),
+
             ..base
         };
         let dc: Vec<usize> = topo.hosts.iter().map(|h| h.dc).collect();
@@ -213,7 +247,10 @@ impl<'a> Sim<'a> {
         caps.extend(topo.hosts.iter().map(|h| h.download as f64));
         caps.extend(topo.dcs.iter().map(|d| d.wan_out as f64));
         caps.extend(topo.dcs.iter().map(|d| d.wan_in as f64));
-        let plain: Vec<u32> = lens.iter().map(|&l| l.min(u64::from(u32::MAX)) as u32).collect();
+        let plain: Vec<u32> = lens
+            .iter()
+            .map(|&l| l.min(u64::from(u32::MAX)) as u32)
+            .collect();
         let mut swarms = Vec::with_capacity(n);
         let mut have = Vec::with_capacity(n);
         for (i, h) in topo.hosts.iter().enumerate() {
@@ -225,7 +262,12 @@ impl<'a> Sim<'a> {
                     seed: p.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                     ..cfg.clone()
                 };
-                swarms.push(Some(Swarm::new(c, &h.name, plain.clone(), BitSet::new(count))));
+                swarms.push(Some(Swarm::new(
+                    c,
+                    &h.name,
+                    plain.clone(),
+                    BitSet::new(count),
+                )));
                 have.push(BitSet::new(count));
             }
         }
@@ -238,7 +280,10 @@ impl<'a> Sim<'a> {
             peers: vec![Vec::new(); n],
             queue: vec![VecDeque::new(); n],
             busy: vec![0; n],
-            slots: scaled(SLOTS),
+            // Fewer, faster uploads than the agent's 32 for large pieces, but
+            // enough that an uplink shared with slower downlinks stays full
+            // (8 measured best on 10dc-1000; 4 and 32 were slower).
+            slots: scaled(SLOTS).max(8),
             pending: Vec::new(),
             is_pending: vec![false; n],
             flows: Vec::new(),
@@ -376,7 +421,13 @@ impl<'a> Sim<'a> {
                         self.mark(me);
                         // Each side opens with its bitfield.
                         let at = now + self.lat(other, me);
-                        self.push(at, Kind::Bitfield { from: other, to: me });
+                        self.push(
+                            at,
+                            Kind::Bitfield {
+                                from: other,
+                                to: me,
+                            },
+                        );
                     }
                 }
             }
@@ -402,7 +453,20 @@ impl<'a> Sim<'a> {
                 }
             }
             Kind::Request { from, to, chunk } => {
-                if self.have[to].get(chunk as usize) {
+                let waiting = self.queue[to].len();
+                if self.have[to].get(chunk as usize) && waiting >= self.slots {
+                    // As the agent does: past its slots' worth of waiting
+                    // requests, an uploader answers Busy.
+                    let at = now + self.lat(to, from);
+                    self.push(
+                        at,
+                        Kind::Busy {
+                            from: to,
+                            to: from,
+                            chunk,
+                        },
+                    );
+                } else if self.have[to].get(chunk as usize) {
                     self.cancelled.remove(&(to, from, chunk));
                     self.queue[to].push_back((from, chunk));
                     if !self.is_pending[to] {
@@ -422,6 +486,12 @@ impl<'a> Sim<'a> {
                     q.remove(i);
                 } else {
                     self.cancelled.insert((to, from, chunk));
+                }
+            }
+            Kind::Busy { from, to, chunk } => {
+                if let Some(s) = self.swarms[to].as_mut() {
+                    s.on_busy(now, from as u64, chunk);
+                    self.mark(to);
                 }
             }
             Kind::Piece { from, to, chunk } => {
@@ -466,7 +536,14 @@ impl<'a> Sim<'a> {
                 dcs.dedup();
                 for d in dcs {
                     let at = now + self.topo.latency(self.dc[x], d);
-                    self.push(at, Kind::Have { from: x, chunk, dc: d });
+                    self.push(
+                        at,
+                        Kind::Have {
+                            from: x,
+                            chunk,
+                            dc: d,
+                        },
+                    );
                 }
             }
             Action::Complete => {
@@ -519,8 +596,7 @@ impl<'a> Sim<'a> {
         while i > 0 {
             i -= 1;
             let (from, to, chunk) = (self.flows[i].from, self.flows[i].to, self.flows[i].chunk);
-            let aborted =
-                !self.cancelled.is_empty() && self.cancelled.remove(&(from, to, chunk));
+            let aborted = !self.cancelled.is_empty() && self.cancelled.remove(&(from, to, chunk));
             let rate = self.rates[i];
             let moved = (rate * dt).min(self.flows[i].left);
             self.account(from, to, moved);

@@ -24,7 +24,9 @@ impl Links {
         }
     }
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.ids[..usize::from(self.len)].iter().map(|&i| i as usize)
+        self.ids[..usize::from(self.len)]
+            .iter()
+            .map(|&i| i as usize)
     }
 }
 
@@ -108,7 +110,10 @@ impl Fluid {
 
     fn assign(&self, flows: &[Links], rates: &mut [f64]) {
         for (f, r) in flows.iter().zip(rates.iter_mut()) {
-            *r = f.iter().map(|l| self.share[l]).fold(f64::INFINITY, f64::min);
+            *r = f
+                .iter()
+                .map(|l| self.share[l])
+                .fold(f64::INFINITY, f64::min);
         }
     }
 }
@@ -125,7 +130,10 @@ mod tests {
         let mut r = Vec::new();
         f.rates(&flows, &mut r);
         assert!((r[1] - 2.0).abs() < 1e-9, "{r:?}");
-        assert!((r[0] - 8.0).abs() < 1e-9, "b is held at 2, a takes the rest: {r:?}");
+        assert!(
+            (r[0] - 8.0).abs() < 1e-9,
+            "b is held at 2, a takes the rest: {r:?}"
+        );
     }
 
     #[test]
@@ -137,7 +145,7 @@ mod tests {
             .collect();
         let mut r = Vec::new();
         f.rates(&flows, &mut r);
-        let mut load = vec![0.0; 20];
+        let mut load = [0.0; 20];
         for (fl, &x) in flows.iter().zip(&r) {
             assert!(x > 0.0);
             for l in fl.iter() {
