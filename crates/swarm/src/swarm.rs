@@ -160,6 +160,9 @@ pub struct Swarm {
     /// Some agent in another datacenter showed progress within the patience,
     /// as of the last `schedule`.
     remote_agents_live: bool,
+    /// `local_progress` and `remote_agents_live` are up to date for this
+    /// `schedule`.
+    progress_fresh: bool,
     /// Requests in flight to peers in other datacenters.
     cross_inflight: usize,
     /// Per chunk, the key of the host of this datacenter that fetches it across
@@ -227,6 +230,7 @@ impl Swarm {
             seed_has_neighbours: false,
             crosser: true,
             remote_agents_live: false,
+            progress_fresh: false,
             cross_inflight: 0,
             assigned: vec![None; n],
             assigned_stale: true,
@@ -564,17 +568,7 @@ impl Swarm {
         if self.assigned_stale {
             self.assign();
         }
-        self.local_progress.clear();
-        self.remote_agents_live = false;
-        let patience = self.cfg.cross_dc_patience;
-        for p in self.peers.values().filter(|p| !p.banned && !p.seed) {
-            if p.local {
-                let e = self.local_progress.entry(p.key).or_insert(p.progress_at);
-                *e = (*e).max(p.progress_at);
-            } else if now.saturating_sub(p.progress_at) < patience {
-                self.remote_agents_live = true;
-            }
-        }
+        self.progress_fresh = false;
         let mut order: Vec<(bool, bool, usize, u64, PeerId)> = self
             .peers
             .iter()
@@ -603,7 +597,30 @@ impl Swarm {
         }
     }
 
+    /// Who showed progress lately, as of `now`: needed only for crossings,
+    /// so computed on the first one a `schedule` considers, not on every call.
+    fn refresh_progress(&mut self, now: Duration) {
+        if self.progress_fresh {
+            return;
+        }
+        self.progress_fresh = true;
+        self.local_progress.clear();
+        self.remote_agents_live = false;
+        let patience = self.cfg.cross_dc_patience;
+        for p in self.peers.values().filter(|p| !p.banned && !p.seed) {
+            if p.local {
+                let e = self.local_progress.entry(p.key).or_insert(p.progress_at);
+                *e = (*e).max(p.progress_at);
+            } else if now.saturating_sub(p.progress_at) < patience {
+                self.remote_agents_live = true;
+            }
+        }
+    }
+
     fn send_request(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
+        if self.peers.get(&peer).is_some_and(|p| !p.local) {
+            self.refresh_progress(now);
+        }
         self.wanted.clear(chunk as usize);
         self.inflight.push(chunk, peer, now);
         let p = self.peers.get_mut(&peer).expect("known peer");
@@ -699,7 +716,11 @@ impl Swarm {
             }
             // A remote seed whose own datacenter has agents is left to them,
             // unless every agent across has gone quiet (cut off, dead).
-            if !p.local && self.seed_has_neighbours && self.remote_agents_live {
+            let remote = !p.local;
+            if remote && self.seed_has_neighbours {
+                self.refresh_progress(now);
+            }
+            if remote && self.seed_has_neighbours && self.remote_agents_live {
                 return false;
             }
             return self.crossing_is_mine(now, chunk);
@@ -723,6 +744,7 @@ impl Swarm {
         if !self.members_known && now.saturating_sub(born) < self.cfg.cross_dc_patience {
             return false;
         }
+        self.refresh_progress(now);
         match self.assigned[chunk as usize] {
             None => true,
             // Wait for the assigned host while it shows progress; one that went
