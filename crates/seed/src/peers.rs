@@ -8,8 +8,9 @@
 //! the release id, the same for every asker. Only crossers get peers in other
 //! datacenters (and the seed, unless it is in the asker's datacenter), so the
 //! boundary is crossed by a few hosts that every host of the datacenter
-//! agrees on, however many hosts it has; the others fill their list with a
-//! stable sample of their own datacenter. In a datacenter of up to
+//! agrees on, however many hosts it has; the others learn the crossers' names,
+//! list a few of them and fill their list with a stable sample of their own
+//! datacenter. In a datacenter of up to
 //! `CROSSERS` agents every agent is a crosser, and a fleet of up to
 //! `PEER_LIST` hosts gets everyone listed.
 
@@ -26,6 +27,10 @@ pub const CROSSERS: usize = 16;
 /// Of a crosser's list, at least this many entries are left for its own
 /// datacenter's other hosts (when it has that many), which it feeds.
 const LOCAL_RESERVE: usize = PEER_LIST / 4;
+/// Crossers in the list of a host that is none: it learns them all by name
+/// (`Listing::crossers`) but connects to a few, so a crosser is not every
+/// host's peer (its `Have`s would go to the whole datacenter).
+const CROSSERS_LISTED: usize = 4;
 
 /// Whom the tracker lists as peers. Only `Swarm` is for production; the others
 /// let netsim run the usual alternatives over the same code and network.
@@ -182,22 +187,12 @@ impl Roster {
     fn swarm_list(&self, me: Option<usize>, asker: &str, dc: &str) -> Listing {
         let crossers = self.crossers(dc);
         let i_cross = crossers.is_empty() || me.is_some_and(|m| crossers.contains(&m));
-        let seed_here = self.seeds.iter().any(|&s| self.hosts[s].dc == dc);
         let mut peers: Vec<usize> = Vec::with_capacity(PEER_LIST);
         let push = |peers: &mut Vec<usize>, i: usize| {
             if Some(i) != me && peers.len() < PEER_LIST && !peers.contains(&i) {
                 peers.push(i);
             }
         };
-        if i_cross || seed_here {
-            for &s in &self.seeds {
-                push(&mut peers, s);
-            }
-        }
-        for &c in crossers {
-            push(&mut peers, c);
-        }
-        let locals: &[usize] = self.agents.get(dc).map_or(&[], |v| &v[crossers.len()..]);
         // A stable sample, different for each asker: repeated lists add no
         // new connections, and the datacenter's hosts form a well-mixed graph.
         let salt = host_key(asker);
@@ -206,6 +201,23 @@ impl Roster {
             v.sort_unstable();
             v.into_iter().map(|(_, i)| i).collect()
         };
+        // Only crossers take chunks from the seed or from other datacenters.
+        if i_cross {
+            for &s in &self.seeds {
+                push(&mut peers, s);
+            }
+            for &c in crossers {
+                push(&mut peers, c);
+            }
+        } else {
+            for c in sample(&mut crossers.iter().copied())
+                .into_iter()
+                .take(CROSSERS_LISTED)
+            {
+                push(&mut peers, c);
+            }
+        }
+        let locals: &[usize] = self.agents.get(dc).map_or(&[], |v| &v[crossers.len()..]);
         if i_cross {
             let reserve = locals.len().min(LOCAL_RESERVE);
             let room = PEER_LIST.saturating_sub(peers.len() + reserve);
@@ -292,10 +304,13 @@ mod tests {
                 assert!(remote >= 16, "{}: {remote} remote peers", h.host);
             } else {
                 assert_eq!(remote, 0, "{} is no crosser", h.host);
-                // Every crosser of its datacenter is listed, the rest is local.
-                for c in &l.crossers {
-                    assert!(l.peers.iter().any(|&p| &r.host(p).host == c));
-                }
+                assert!(!l.peers.contains(&0), "only crossers get the seed");
+                // A few crossers of its datacenter are listed, the rest is local.
+                let listed = l
+                    .crossers
+                    .iter()
+                    .filter(|c| l.peers.iter().any(|&p| &r.host(p).host == *c));
+                assert_eq!(listed.count(), CROSSERS_LISTED);
             }
             for p in l.peers {
                 listed_in[p] += 1;
