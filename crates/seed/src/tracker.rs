@@ -57,7 +57,19 @@ struct DeployLock {
     expires: Instant,
 }
 
+/// How long a release's ranked hosts are reused for peer lists.
+const ROSTER_TTL: Duration = Duration::from_secs(1);
+
+struct CachedRoster {
+    id: Hash,
+    hosts: usize,
+    built: Instant,
+    roster: Arc<Roster>,
+    addrs: Arc<Vec<String>>,
+}
+
 pub struct Tracker {
+    roster_cache: Mutex<Option<CachedRoster>>,
     trusted: Vec<TrustedKey>,
     state: Mutex<State>,
     policy: Mutex<PeerPolicy>,
@@ -85,6 +97,7 @@ impl Tracker {
             trusted,
             state: Mutex::new(State::default()),
             policy: Mutex::new(PeerPolicy::default()),
+            roster_cache: Mutex::new(None),
             log_file: None,
         }
     }
@@ -296,25 +309,7 @@ impl Tracker {
     /// Live hosts that may hold `id`'s chunks, chosen by [`crate::peers`].
     fn peers(&self, st: &State, from: &Hello, id: Hash) -> Msg {
         let policy = self.policy.lock().expect("policy lock").clone();
-        let mut addrs = Vec::new();
-        let candidates = st
-            .hosts
-            .iter()
-            .filter(|(_, h)| {
-                h.role != Role::Client
-                    && h.last_seen.elapsed().as_secs() < STALE_S
-                    && h.addr.is_some()
-            })
-            .map(|(host, h)| {
-                addrs.push(h.addr.clone().unwrap_or_default());
-                Candidate {
-                    host: host.clone(),
-                    dc: h.dc.clone(),
-                    role: h.role,
-                }
-            })
-            .collect();
-        let roster = Roster::new(candidates, &id);
+        let (roster, addrs) = self.roster(st, id);
         // A fresh random order for every request (RandomState is keyed randomly).
         let shuffle = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
         let listing = roster.list(&from.host, &from.dc, &policy, shuffle);
@@ -335,6 +330,48 @@ impl Tracker {
                 .collect(),
             crossers: listing.crossers,
         }
+    }
+
+    /// The live hosts of a release, ranked: built at most once a second (or
+    /// when a host joins), since a fleet asks for peers every few seconds
+    /// and building it ranks every host.
+    fn roster(&self, st: &State, id: Hash) -> (Arc<Roster>, Arc<Vec<String>>) {
+        let mut cache = self.roster_cache.lock().expect("roster lock");
+        if let Some(c) = cache.as_ref()
+            && c.id == id
+            && c.hosts == st.hosts.len()
+            && c.built.elapsed() < ROSTER_TTL
+        {
+            return (c.roster.clone(), c.addrs.clone());
+        }
+        let mut addrs = Vec::new();
+        let candidates = st
+            .hosts
+            .iter()
+            .filter(|(_, h)| {
+                h.role != Role::Client
+                    && h.last_seen.elapsed().as_secs() < STALE_S
+                    && h.addr.is_some()
+            })
+            .map(|(host, h)| {
+                addrs.push(h.addr.clone().unwrap_or_default());
+                Candidate {
+                    host: host.clone(),
+                    dc: h.dc.clone(),
+                    role: h.role,
+                }
+            })
+            .collect();
+        let roster = Arc::new(Roster::new(candidates, &id));
+        let addrs = Arc::new(addrs);
+        *cache = Some(CachedRoster {
+            id,
+            hosts: st.hosts.len(),
+            built: Instant::now(),
+            roster: roster.clone(),
+            addrs: addrs.clone(),
+        });
+        (roster, addrs)
     }
 
     fn touch(&self, st: &mut State, from: &Hello) {
