@@ -409,7 +409,7 @@ async fn fetch_manifest(
     id: shoal_bundle::Hash,
     since: std::time::Instant,
 ) -> Result<Option<Vec<u8>>, AgentError> {
-    let rank = |host: &str| shoal_swarm::host_key(&format!("{host}\0{id}"));
+    let rank = |host: &str| shoal_swarm::release_rank(host, &id);
     if since.elapsed() < MANIFEST_PATIENCE {
         let mine = rank(&node.opts.host);
         let reply = node

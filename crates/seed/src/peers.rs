@@ -15,7 +15,7 @@
 //! `PEER_LIST` hosts gets everyone listed.
 
 use shoal_proto::Role;
-use shoal_swarm::host_key;
+use shoal_swarm::{host_key, mix, release_rank as rank};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Peers handed out per request.
@@ -73,18 +73,6 @@ pub struct Roster {
 pub struct Listing {
     pub peers: Vec<usize>,
     pub crossers: Vec<String>,
-}
-
-/// The rank of a host for a release: the highest-ranked agents of a
-/// datacenter are its crossers (and the roots of its manifest tree).
-pub fn rank(host: &str, release: &impl std::fmt::Display) -> u64 {
-    host_key(&format!("{host}\0{release}"))
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl Roster {

@@ -22,4 +22,4 @@ mod swarm;
 
 pub use bitset::BitSet;
 pub use rate::TokenBucket;
-pub use swarm::{Action, ChunkIx, Config, PeerId, Stats, Swarm, host_key};
+pub use swarm::{Action, ChunkIx, Config, PeerId, Stats, Swarm, host_key, mix, release_rank};

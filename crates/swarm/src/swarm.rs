@@ -188,10 +188,17 @@ fn score(key: u64, chunk: ChunkIx) -> u64 {
     mix(key ^ (u64::from(chunk)).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
-fn mix(mut z: u64) -> u64 {
+/// SplitMix64's finaliser: spreads a key's bits for hashing and sampling.
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A host's rank for a release: the highest-ranked agents of a datacenter
+/// are its crossers and the roots of its manifest tree.
+pub fn release_rank(host: &str, release: &impl std::fmt::Display) -> u64 {
+    host_key(&format!("{host}\0{release}"))
 }
 
 /// A stable 64-bit key for a host name (FNV-1a, then mixed).
