@@ -99,6 +99,19 @@ fn a_full_disk_under_the_agent_keeps_the_last_release_and_recovers() {
         );
         assert!(procs[1].exited().is_none(), "the tight agent exited");
 
+        // A disk stays full for a while: let the fetch fail again on a retry
+        // (CI once caught an agent that never came back from a second pause:
+        // its swarm had timed out requests nobody sent and dropped every peer).
+        if during == "fetch" {
+            wait_for(
+                &format!("the tight agent to fail {tag} again on a retry"),
+                Duration::from_secs(60),
+                || match procs[1].log().matches("will try again").count() > failures_before + 1 {
+                    true => Ok(()),
+                    false => Err(procs[1].log_tail(10)),
+                },
+            );
+        }
         // Room again: the agent takes the release without being told.
         disk.resize("size=512m").unwrap();
         lab.wait_current(&both, tag, Duration::from_secs(60), &watch);

@@ -98,7 +98,6 @@ async fn run(
     let mut ticker = tokio::time::interval(TICK);
     let mut complete = swarm.is_complete();
     let mut fatal: Option<String> = None;
-    let mut paused_until: Option<tokio::time::Instant> = None;
     while !complete {
         tokio::select! {
             ev = rx.recv() => {
@@ -120,17 +119,10 @@ async fn run(
         // The store cannot keep chunks: stop asking for any (the swarm keeps
         // what it knows of the peers) and try again after a while.
         if let Some(why) = fatal.take() {
-            for ((peer, chunk), h) in tasks.drain() {
-                h.abort();
-                swarm.on_dropped(peer, chunk);
-            }
             tracing::error!(tag = %manifest.tag, error = %why, "cannot keep fetched chunks; will try again in {RETRY:?}");
-            paused_until = Some(tokio::time::Instant::now() + RETRY);
+            let now = node.now();
+            swarm.pause(now, now + RETRY);
         }
-        if paused_until.is_some_and(|t| tokio::time::Instant::now() < t) {
-            continue;
-        }
-        paused_until = None;
         swarm.schedule(node.now());
         while let Some(action) = swarm.poll_action() {
             match action {

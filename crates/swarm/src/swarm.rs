@@ -178,6 +178,9 @@ pub struct Swarm {
     /// When `tick` last let idle peers look again (for patience running out).
     woken_at: Duration,
     actions: VecDeque<Action>,
+    /// Nothing is asked before this (the driver's store could not keep a
+    /// chunk: a full disk); see `pause`.
+    paused_until: Duration,
     rng: u64,
     completed: bool,
     pub stats: Stats,
@@ -238,6 +241,7 @@ impl Swarm {
             crosser: true,
             remote_agents_live: false,
             progress_fresh: false,
+            paused_until: Duration::ZERO,
             cross_inflight: 0,
             assigned: vec![None; n],
             assigned_stale: true,
@@ -460,6 +464,26 @@ impl Swarm {
         self.end_request(peer, chunk);
     }
 
+    /// This host cannot keep chunks for now (its store failed: a full disk):
+    /// every request in flight is cancelled and nothing is asked before
+    /// `until`. What is known of the peers stays, and no request can time
+    /// out while none is sent, so the swarm picks up where it was. (Left to
+    /// the driver, a pause that kept ticking issued requests nobody sent,
+    /// and their timeouts struck every peer off.)
+    pub fn pause(&mut self, now: Duration, until: Duration) {
+        self.now = self.now.max(now);
+        self.paused_until = self.paused_until.max(until);
+        let inflight: Vec<(PeerId, ChunkIx)> = self
+            .inflight
+            .iter()
+            .flat_map(|(c, reqs)| reqs.iter().map(move |&(p, _)| (p, c)))
+            .collect();
+        for (peer, chunk) in inflight {
+            self.end_request(peer, chunk);
+            self.actions.push_back(Action::Cancel { peer, chunk });
+        }
+    }
+
     /// The peer's upload queue was full. Nothing is held against it, but it
     /// is left alone for `busy_backoff`: the chunk goes to whoever else holds
     /// it, as a queue behind one popular host would leave the rest idle.
@@ -562,7 +586,7 @@ impl Swarm {
 
     /// Fills every peer's window with requests.
     pub fn schedule(&mut self, now: Duration) {
-        if self.missing == 0 {
+        if self.missing == 0 || now < self.paused_until {
             return;
         }
         // Nothing to ask of anyone: the common case once windows are full,

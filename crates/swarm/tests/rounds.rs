@@ -505,3 +505,57 @@ fn a_busy_peer_is_left_alone_for_a_while_and_its_chunk_goes_elsewhere() {
     s.schedule(Duration::from_millis(200));
     assert_eq!(s.poll_action(), Some(Action::Request { peer: 1, chunk: 0 }));
 }
+
+#[test]
+fn a_pause_cancels_what_is_in_flight_asks_nothing_and_keeps_every_peer() {
+    // The agent's store is full: it pauses for longer than the request
+    // timeout, ticking all along (the first version issued requests while
+    // paused that nobody sent; their timeouts struck both peers off for
+    // good and the agent never finished).
+    let cfg = Config {
+        window: 4,
+        request_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let mut s = Swarm::new(cfg, "me", vec![1000; 16], BitSet::new(16));
+    s.set_members([]);
+    for p in [1, 2] {
+        s.add_peer(p, &host(p as usize), true, false);
+        s.peer_bitfield(p, |_| true);
+    }
+    let first = requests_at(&mut s, Duration::ZERO);
+    assert_eq!(first.len(), 8);
+    s.pause(Duration::from_millis(10), Duration::from_secs(5));
+    let cancelled: Vec<(u64, u32)> = std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Cancel { peer, chunk } => Some((peer, chunk)),
+            _ => None,
+        })
+        .collect();
+    let mut expected = first.clone();
+    expected.sort();
+    let mut got = cancelled;
+    got.sort();
+    assert_eq!(got, expected, "every request in flight is cancelled");
+    let mut t = Duration::from_millis(50);
+    while t < Duration::from_secs(5) {
+        assert_eq!(requests_at(&mut s, t), [], "asked at {t:?} while paused");
+        t += Duration::from_millis(50);
+    }
+    assert_eq!(s.peer_count(), 2, "a pause strikes no peer off");
+    assert_eq!(s.stats.timeouts, 0);
+    // Past the pause it picks up where it was: full windows at both peers.
+    let again = requests_at(&mut s, Duration::from_secs(5));
+    assert_eq!(again.len(), 8, "{again:?}");
+    for (peer, chunk) in again {
+        s.on_piece(Duration::from_secs(5), peer, chunk, true);
+    }
+    let mut t = Duration::from_secs(5);
+    while !s.is_complete() {
+        t += Duration::from_millis(50);
+        for (peer, chunk) in requests_at(&mut s, t) {
+            s.on_piece(t, peer, chunk, true);
+        }
+        assert!(t < Duration::from_secs(10), "never completed");
+    }
+}
