@@ -115,6 +115,8 @@ struct Peer {
     idle: bool,
     /// When it last showed progress (joined, announced a chunk, delivered one).
     progress_at: Duration,
+    /// It is in `Swarm::candidates`.
+    queued: bool,
     /// Ticks in a row in which its requests timed out without a delivery.
     strikes: u32,
     /// Requests in a row that failed without an answer.
@@ -181,6 +183,11 @@ pub struct Swarm {
     /// Nothing is asked before this (the driver's store could not keep a
     /// chunk: a full disk); see `pause`.
     paused_until: Duration,
+    /// Chunks back in the pool since the last `schedule`.
+    returned: Vec<ChunkIx>,
+    /// Peers that may be askable (see `nudge`): `schedule` looks at these
+    /// only, as most events change one peer and a host may have hundreds.
+    candidates: Vec<PeerId>,
     rng: u64,
     completed: bool,
     pub stats: Stats,
@@ -242,6 +249,8 @@ impl Swarm {
             remote_agents_live: false,
             progress_fresh: false,
             paused_until: Duration::ZERO,
+            returned: Vec::new(),
+            candidates: Vec::new(),
             cross_inflight: 0,
             assigned: vec![None; n],
             assigned_stale: true,
@@ -307,12 +316,14 @@ impl Swarm {
                 },
                 banned: false,
                 idle: false,
+                queued: false,
                 progress_at: self.now,
                 strikes: 0,
                 failures: 0,
                 busy_until: Duration::ZERO,
             },
         );
+        self.nudge(id);
         // A new host in this datacenter changes who each chunk is assigned to.
         if local {
             self.assigned_stale |= !seed;
@@ -373,13 +384,16 @@ impl Swarm {
 
     /// A peer now holds `chunk`.
     pub fn peer_have(&mut self, id: PeerId, chunk: ChunkIx) {
+        // Only a chunk this host could ask for now (one it wants, or in the
+        // endgame one in flight) can give an idle peer something to do.
+        let useful = self.wanted.get(chunk as usize)
+            || (self.missing == self.inflight.live() && self.inflight.contains(chunk));
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
         if p.banned || !p.have.set(chunk as usize) {
             return;
         }
-        p.idle = false;
         p.progress_at = self.now;
         let (local, seed) = (p.local, p.seed);
         self.avail[chunk as usize] += 1;
@@ -393,6 +407,9 @@ impl Swarm {
             // Only this peer can gain an eligible chunk: a chunk held here
             // makes fetching it across less eligible, never more.
             self.avail_local[chunk as usize] += 1;
+        }
+        if useful {
+            self.nudge(id);
         }
     }
 
@@ -443,10 +460,10 @@ impl Swarm {
             for (p, _) in self.inflight.take(chunk) {
                 if let Some(pp) = self.peers.get_mut(&p) {
                     pp.inflight -= 1;
-                    pp.idle = false;
                     if !pp.local {
                         self.cross_inflight -= 1;
                     }
+                    self.nudge(p);
                 }
                 self.actions.push_back(Action::Cancel { peer: p, chunk });
             }
@@ -593,26 +610,52 @@ impl Swarm {
         // and the driver schedules after every batch of events.
         let askable =
             |p: &Peer| !p.banned && !p.idle && p.inflight < p.window && p.busy_until <= now;
-        if !self.peers.values().any(askable) {
+        if !self.returned.is_empty() {
+            let returned = std::mem::take(&mut self.returned);
+            for (&id, p) in self.peers.iter_mut() {
+                if p.idle && returned.iter().any(|&c| p.have.get(c as usize)) {
+                    p.idle = false;
+                    if !p.queued {
+                        p.queued = true;
+                        self.candidates.push(id);
+                    }
+                }
+            }
+            self.returned = returned;
+            self.returned.clear();
+        }
+        // Every peer that can be asked is a candidate.
+        debug_assert!(self.peers.values().all(|p| p.queued || !askable(p)));
+        if self.candidates.is_empty() {
             return;
         }
         if self.assigned_stale {
             self.assign();
         }
         self.progress_fresh = false;
-        let mut order: Vec<(bool, bool, usize, u64, PeerId)> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| askable(p))
-            .map(|(&id, p)| {
+        // Candidates that cannot be asked now drop out, unless only their
+        // Busy holds them back (it ends with time, not with an event).
+        let mut candidates = std::mem::take(&mut self.candidates);
+        let mut order: Vec<(bool, bool, usize, u64, PeerId)> = Vec::new();
+        candidates.retain(|&id| {
+            let Some(p) = self.peers.get_mut(&id) else {
+                return false;
+            };
+            if askable(p) {
                 let tiebreak = if self.cfg.locality {
                     mix(id ^ self.rng)
                 } else {
                     mix(id ^ self.rng ^ now.as_nanos() as u64)
                 };
-                (!p.local, p.seed, p.inflight, tiebreak, id)
-            })
-            .collect();
+                order.push((!p.local, p.seed, p.inflight, tiebreak, id));
+                p.queued = false;
+                false
+            } else {
+                p.queued = !p.banned && !p.idle && p.inflight < p.window;
+                p.queued
+            }
+        });
+        self.candidates = candidates;
         order.sort_unstable();
         for (.., id) in order {
             while self.peers[&id].inflight < self.peers[&id].window {
@@ -624,6 +667,23 @@ impl Swarm {
                     break;
                 };
                 self.send_request(now, id, chunk);
+            }
+            // Held back by the cross-datacenter window: asked again next time.
+            let p = &self.peers[&id];
+            if !p.idle && p.inflight < p.window {
+                self.nudge(id);
+            }
+        }
+    }
+
+    /// `id` may have something to be asked for: it is looked at in the next
+    /// `schedule`, which looks at no other peer.
+    fn nudge(&mut self, id: PeerId) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.idle = false;
+            if !p.queued && !p.banned {
+                p.queued = true;
+                self.candidates.push(id);
             }
         }
     }
@@ -834,19 +894,17 @@ impl Swarm {
         let (removed, empty) = self.inflight.remove(chunk, peer);
         if removed && let Some(p) = self.peers.get_mut(&peer) {
             p.inflight -= 1;
-            p.idle = false;
             if !p.local {
                 self.cross_inflight -= 1;
             }
+            // Its window has room again.
+            self.nudge(peer);
         }
         if empty && !self.have.get(chunk as usize) {
             self.wanted.set(chunk as usize);
-            // Back in the pool: peers holding it may look again.
-            for p in self.peers.values_mut() {
-                if p.have.get(chunk as usize) {
-                    p.idle = false;
-                }
-            }
+            // Back in the pool: peers holding it may look again (at the next
+            // `schedule`, once for every chunk returned since).
+            self.returned.push(chunk);
         }
     }
 
@@ -885,8 +943,12 @@ impl Swarm {
     }
 
     fn wake_all(&mut self) {
-        for p in self.peers.values_mut() {
+        for (&id, p) in self.peers.iter_mut() {
             p.idle = false;
+            if !p.queued && !p.banned {
+                p.queued = true;
+                self.candidates.push(id);
+            }
         }
     }
 
