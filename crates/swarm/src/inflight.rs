@@ -19,11 +19,6 @@ impl InFlight {
         }
     }
 
-    /// Chunks with at least one request.
-    pub fn live(&self) -> usize {
-        self.live
-    }
-
     pub fn contains(&self, c: ChunkIx) -> bool {
         !self.by_chunk[c as usize].is_empty()
     }

@@ -384,10 +384,6 @@ impl Swarm {
 
     /// A peer now holds `chunk`.
     pub fn peer_have(&mut self, id: PeerId, chunk: ChunkIx) {
-        // Only a chunk this host could ask for now (one it wants, or in the
-        // endgame one in flight) can give an idle peer something to do.
-        let useful = self.wanted.get(chunk as usize)
-            || (self.missing == self.inflight.live() && self.inflight.contains(chunk));
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
@@ -408,9 +404,12 @@ impl Swarm {
             // makes fetching it across less eligible, never more.
             self.avail_local[chunk as usize] += 1;
         }
-        if useful {
-            self.nudge(id);
-        }
+        // Even a chunk it cannot ask for now wakes the peer: a look at it
+        // also catches what time made eligible (a crossing whose assignee
+        // went quiet, a Busy that expired) sooner than the once-a-second
+        // wake-up. (Waking only on useful chunks cost 3dc-48 1.39 → 1.47 ×
+        // T_lb.)
+        self.nudge(id);
     }
 
     /// A peer disconnected: its requests go back into the pool.
