@@ -520,8 +520,10 @@ async fn jitter_keeps_order_and_a_seed_repeats_its_losses() {
         // 5 ms latency + up to 4 ms jitter; the receiving task may wake late
         // (this test shares 2 cores with others: 13.6 ms was seen once under
         // a full CI run), so only the spread and the floor are tight, and the
-        // ceiling only catches jitter that is not bounded at all.
-        assert!((0.0049..0.0065).contains(&lo), "shortest delay {lo}");
+        // ceiling only catches jitter that is not bounded at all. The floor's
+        // top is loose too: with both cores busy (a build beside the tests)
+        // every one of the packets once woke its receiver 1.5 ms late.
+        assert!((0.0049..0.0100).contains(&lo), "shortest delay {lo}");
         assert!(
             hi - lo > 0.002 && hi < 0.020,
             "delays {lo}..{hi}: jitter missing or unbounded"

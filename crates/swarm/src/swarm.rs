@@ -2,7 +2,8 @@
 
 use crate::bitset::BitSet;
 use crate::inflight::InFlight;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 /// Timeout rounds in a row after which a peer is treated as gone.
@@ -133,7 +134,10 @@ pub struct Swarm {
     missing: usize,
     /// Requests in flight per chunk: (peer, sent at).
     inflight: InFlight,
-    peers: BTreeMap<PeerId, Peer>,
+    /// By id. Hashed, not a tree: the swarm looks a peer up for every
+    /// `Have` and every chunk it considers, and its order never matters
+    /// (`schedule` sorts what it asks).
+    peers: HashMap<PeerId, Peer, BuildHasherDefault<IdHasher>>,
     /// Holders among live peers, and among those in this datacenter.
     avail: Vec<u32>,
     avail_local: Vec<u32>,
@@ -193,6 +197,25 @@ pub struct Swarm {
     pub stats: Stats,
 }
 
+/// Hashes a peer id with one `mix`: ids are the driver's own numbers, not
+/// an attacker's, and SipHash cost more than the lookups it guards.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = mix(self.0 ^ u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = mix(self.0 ^ n);
+    }
+}
+
 /// Rendezvous score of a host for a chunk: the highest score fetches it.
 fn score(key: u64, chunk: ChunkIx) -> u64 {
     mix(key ^ (u64::from(chunk)).wrapping_mul(0x9e37_79b9_7f4a_7c15))
@@ -235,7 +258,7 @@ impl Swarm {
             have,
             missing,
             inflight: InFlight::new(n),
-            peers: BTreeMap::new(),
+            peers: HashMap::default(),
             avail: vec![0; n],
             avail_local: vec![0; n],
             avail_seed: vec![0; n],

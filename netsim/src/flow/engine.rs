@@ -514,6 +514,12 @@ impl<'a> Sim<'a> {
             while let Some(a) = self.swarms[x].as_mut().and_then(Swarm::poll_action) {
                 self.act(x, now, a);
             }
+            // As the agent ends its session: a host with every chunk only
+            // uploads (from `have`), so its swarm has nothing left to decide
+            // and the Haves of its peers need not reach it.
+            if self.swarms[x].as_ref().is_some_and(Swarm::is_complete) {
+                self.swarms[x] = None;
+            }
         }
         self.dirty_list = list;
         self.dirty_list.clear();
