@@ -178,10 +178,26 @@ impl Fleet {
             &format!("dc{}", i % 3 + 1),
             self.seed.local_addr(),
         );
-        if i == 0 {
-            cfg.metrics = Some(self.agent_metrics);
+        if i != 0 {
+            let node = agent::start(cfg).await.unwrap();
+            self.agents.push((Self::host(i), node));
+            return;
         }
-        let node = agent::start(cfg).await.unwrap();
+        // A port found free can be taken by a parallel test before the agent
+        // binds it (CI saw AddrInUse once): pick it now, and again if taken.
+        let mut tries = 0;
+        let node = loop {
+            let addr = free_tcp();
+            cfg.metrics = Some(addr);
+            match agent::start(cfg.clone()).await {
+                Ok(node) => {
+                    self.agent_metrics = addr;
+                    break node;
+                }
+                Err(agent::AgentError::Metrics { .. }) if tries < 5 => tries += 1,
+                Err(e) => panic!("starting {}: {e}", Self::host(i)),
+            }
+        };
         self.agents.push((Self::host(i), node));
     }
 
