@@ -200,7 +200,7 @@ pub struct Swarm {
 /// Hashes a peer id with one `mix`: ids are the driver's own numbers, not
 /// an attacker's, and SipHash cost more than the lookups it guards.
 #[derive(Default)]
-pub struct IdHasher(u64);
+struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -213,6 +213,16 @@ impl Hasher for IdHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = mix(self.0 ^ n);
+    }
+}
+
+/// Ends a peer's idleness and makes it a candidate once (see `Swarm::nudge`;
+/// a free function, so loops over the peers can call it).
+fn wake(id: PeerId, p: &mut Peer, candidates: &mut Vec<PeerId>) {
+    p.idle = false;
+    if !p.queued && !p.banned {
+        p.queued = true;
+        candidates.push(id);
     }
 }
 
@@ -628,25 +638,21 @@ impl Swarm {
         if self.missing == 0 || now < self.paused_until {
             return;
         }
-        // Nothing to ask of anyone: the common case once windows are full,
-        // and the driver schedules after every batch of events.
         let askable =
             |p: &Peer| !p.banned && !p.idle && p.inflight < p.window && p.busy_until <= now;
         if !self.returned.is_empty() {
             let returned = std::mem::take(&mut self.returned);
             for (&id, p) in self.peers.iter_mut() {
                 if p.idle && returned.iter().any(|&c| p.have.get(c as usize)) {
-                    p.idle = false;
-                    if !p.queued {
-                        p.queued = true;
-                        self.candidates.push(id);
-                    }
+                    wake(id, p, &mut self.candidates);
                 }
             }
             self.returned = returned;
             self.returned.clear();
         }
-        // Every peer that can be asked is a candidate.
+        // Every peer that can be asked is a candidate. None: the common case
+        // once windows are full, and the driver schedules after every batch
+        // of events.
         debug_assert!(self.peers.values().all(|p| p.queued || !askable(p)));
         if self.candidates.is_empty() {
             return;
@@ -702,11 +708,7 @@ impl Swarm {
     /// `schedule`, which looks at no other peer.
     fn nudge(&mut self, id: PeerId) {
         if let Some(p) = self.peers.get_mut(&id) {
-            p.idle = false;
-            if !p.queued && !p.banned {
-                p.queued = true;
-                self.candidates.push(id);
-            }
+            wake(id, p, &mut self.candidates);
         }
     }
 
@@ -966,11 +968,7 @@ impl Swarm {
 
     fn wake_all(&mut self) {
         for (&id, p) in self.peers.iter_mut() {
-            p.idle = false;
-            if !p.queued && !p.banned {
-                p.queued = true;
-                self.candidates.push(id);
-            }
+            wake(id, p, &mut self.candidates);
         }
     }
 
