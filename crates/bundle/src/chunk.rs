@@ -94,6 +94,34 @@ pub fn decode_chunk(
             len: want.len,
             reason: e.to_string(),
         })?;
+    check_plain(want, plain)
+}
+
+/// Rebuilds a chunk sent as a patch against `base` (the plain bytes of another
+/// chunk this host holds, see [`crate::patch`]) and verifies it as
+/// [`decode_chunk`] does: bounded by the recorded length, exactly that length,
+/// hashing to the chunk's name.
+pub fn decode_patched(want: &ChunkRef, base: &[u8], patch: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    let bound = compressed_bound(want.len);
+    if patch.len() as u64 > bound {
+        return Err(ChunkError::Oversized {
+            hash: want.hash,
+            size: patch.len() as u64,
+            bound,
+            len: want.len,
+        });
+    }
+    let plain = crate::patch::apply(base, patch, want.len as usize).map_err(|reason| {
+        ChunkError::Undecodable {
+            hash: want.hash,
+            len: want.len,
+            reason,
+        }
+    })?;
+    check_plain(want, plain)
+}
+
+fn check_plain(want: &ChunkRef, plain: Vec<u8>) -> Result<Vec<u8>, ChunkError> {
     if plain.len() != want.len as usize {
         return Err(ChunkError::WrongLength {
             hash: want.hash,

@@ -13,7 +13,8 @@
 //! old releases and unused chunks.
 //!
 //! Where to look:
-//! - a chunk is verified in [`chunk::decode_chunk`];
+//! - a chunk is verified in [`chunk::decode_chunk`] (or [`chunk::decode_patched`]
+//!   when it came as a [`patch`] against a chunk this host holds);
 //! - an untrusted manifest is decoded, its signature checked and its paths validated
 //!   in [`signing::open_signed`] and [`manifest::Manifest::validate`];
 //! - `current` is switched in [`activate::switch_current`].
@@ -29,6 +30,7 @@ pub mod layout;
 pub mod lease;
 pub mod manifest;
 pub mod pack;
+pub mod patch;
 pub mod releases;
 mod scan;
 pub mod signing;
