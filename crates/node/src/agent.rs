@@ -11,6 +11,7 @@ use shoal_bundle::{ChunkStore, Root};
 use shoal_net::{Identity, Tuning};
 use shoal_proto::{HostStatus, MAX_CONTROL, MAX_MANIFEST, Msg, Role};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -410,6 +411,16 @@ async fn fetch_manifest(
     since: std::time::Instant,
 ) -> Result<Option<Vec<u8>>, AgentError> {
     let rank = |host: &str| shoal_swarm::release_rank(host, &id);
+    // Asked for as a patch against the newest release held here: a deploy
+    // changes a few entries of a manifest of hundreds of KB.
+    let base = node.base_release(&id);
+    let base = base
+        .as_ref()
+        .map(|k| (k.release.id, k.release.signed_bytes.as_slice()));
+    let get = match base {
+        Some((b, _)) => Msg::GetManifestPatch { id, base: b },
+        None => Msg::GetManifest { id },
+    };
     if since.elapsed() < MANIFEST_PATIENCE {
         let mine = rank(&node.opts.host);
         let reply = node
@@ -440,9 +451,8 @@ async fn fetch_manifest(
                         Err(_) => continue,
                     },
                 };
-                if let Ok(Msg::Manifest { signed }) = node
-                    .request(pid, &Msg::GetManifest { id }, MAX_MANIFEST)
-                    .await
+                if let Ok(reply) = node.request(pid, &get, MAX_MANIFEST).await
+                    && let Some(signed) = manifest_from(node, reply, base)
                 {
                     return Ok(Some(signed));
                 }
@@ -450,13 +460,22 @@ async fn fetch_manifest(
             return Ok(None);
         }
     }
-    match node
-        .request(tracker, &Msg::GetManifest { id }, MAX_MANIFEST)
-        .await?
-    {
-        Msg::Manifest { signed } => Ok(Some(signed)),
-        _ => Ok(None),
+    let reply = node.request(tracker, &get, MAX_MANIFEST).await?;
+    Ok(manifest_from(node, reply, base))
+}
+
+/// [`shoal_proto::manifest_from`], counting the patches.
+fn manifest_from(
+    node: &Node,
+    reply: Msg,
+    base: Option<(shoal_bundle::Hash, &[u8])>,
+) -> Option<Vec<u8>> {
+    if matches!(reply, Msg::ManifestPatch { .. }) {
+        node.counters
+            .manifests_patched
+            .fetch_add(1, Ordering::Relaxed);
     }
+    shoal_proto::manifest_from(reply, base)
 }
 
 /// Asks the tracker for its view of the fleet (as `shoal status` does), with a

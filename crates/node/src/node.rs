@@ -2,6 +2,8 @@
 
 use crate::session::{SessionEvent, spawn_session};
 use shoal_bundle::assemble::InstallOptions;
+use shoal_bundle::chunk::decode_chunk;
+use shoal_bundle::manifest::ChunkRef;
 use shoal_bundle::signing::{TrustedKey, Verified};
 use shoal_bundle::{ChunkStore, Hash, Root};
 use shoal_net::{NetError, recv_msg, send_msg};
@@ -124,6 +126,10 @@ pub struct Counters {
     pub bytes_down_cross_dc: AtomicU64,
     pub bytes_up_cross_dc: AtomicU64,
     pub chunks_fetched: AtomicU64,
+    /// Chunks that arrived as patches against a chunk held here.
+    pub chunks_patched: AtomicU64,
+    /// Manifests that arrived as patches against one held here.
+    pub manifests_patched: AtomicU64,
     pub chunks_rejected: AtomicU64,
     pub peers_banned: AtomicU64,
     /// Chunk bytes (up, down) per peer datacenter, for metrics.
@@ -319,6 +325,23 @@ impl Node {
         }
         spawn_session(self.clone(), known, tx, rx);
         true
+    }
+
+    /// The release a new one most likely changes a little: the newest other
+    /// release held whole here. Its chunks are the bases of patches and its
+    /// signed manifest the base of the new manifest's patch.
+    pub(crate) fn base_release(&self, not: &Hash) -> Option<Arc<Known>> {
+        let st = self.state.lock().expect("state lock");
+        st.releases
+            .iter()
+            .filter(|(id, k)| {
+                *id != not && {
+                    let have = k.have.lock().expect("have lock");
+                    have.count() == have.len()
+                }
+            })
+            .max_by_key(|(_, k)| k.release.freshness.counter)
+            .map(|(_, k)| k.clone())
     }
 
     /// The channel into a release's session, if it is being fetched.
@@ -789,10 +812,27 @@ impl Node {
         // same connection.
         let mut slot = None;
         let reply = match msg {
-            Msg::Request { id, chunk } => {
+            Msg::Request { .. } | Msg::RequestPatch { .. } => {
+                let (id, chunk, base) = match msg {
+                    Msg::RequestPatch {
+                        id,
+                        chunk,
+                        base,
+                        base_len,
+                    } => (
+                        id,
+                        chunk,
+                        Some(ChunkRef {
+                            hash: base,
+                            len: base_len,
+                        }),
+                    ),
+                    Msg::Request { id, chunk } => (id, chunk, None),
+                    _ => unreachable!("matched above"),
+                };
                 let _ = send.set_priority(PIECE_PRIORITY);
-                let (reply, permit) = self.piece(id, chunk).await;
-                if let Msg::Piece { data, .. } = &reply {
+                let (reply, permit) = self.piece(id, chunk, base).await;
+                if let Msg::Piece { data, .. } | Msg::Patch { data, .. } = &reply {
                     self.counters.add_dc(&from.dc, data.len() as u64, 0);
                     if from.dc != self.opts.dc {
                         self.counters
@@ -805,17 +845,28 @@ impl Node {
             }
             // Any host that holds a release's manifest hands it on, so the
             // deploy host's uplink carries it a few times, not once per host.
-            Msg::GetManifest { id } if self.control.is_none() => match self.known(&id) {
-                Some(k) => {
-                    tracing::debug!(peer = %from.host, "manifest handed on");
-                    Msg::Manifest {
-                        signed: k.release.signed_bytes.clone(),
+            Msg::GetManifest { id } | Msg::GetManifestPatch { id, .. }
+                if self.control.is_none() =>
+            {
+                let base = match msg {
+                    Msg::GetManifestPatch { base, .. } => self.known(&base).map(|k| (base, k)),
+                    _ => None,
+                };
+                match self.known(&id) {
+                    Some(k) => {
+                        tracing::debug!(peer = %from.host, patch = base.is_some(), "manifest handed on");
+                        shoal_proto::manifest_answer(
+                            id,
+                            &k.release.signed_bytes,
+                            base.as_ref()
+                                .map(|(b, k)| (*b, k.release.signed_bytes.as_slice())),
+                        )
                     }
+                    None => Msg::Error {
+                        message: format!("no release {id} here"),
+                    },
                 }
-                None => Msg::Error {
-                    message: format!("no release {id} here"),
-                },
-            },
+            }
             m @ (Msg::Order { .. } | Msg::Audit) if self.orders.get().is_some() => {
                 let orders = self.orders.get().expect("checked").clone();
                 orders.handle(m).await
@@ -842,7 +893,12 @@ impl Node {
 
     /// The compressed bytes of a chunk, within the upload slots and rate, and
     /// the slot it holds.
-    async fn piece(&self, id: Hash, chunk: u32) -> (Msg, Option<SemaphorePermit<'_>>) {
+    async fn piece(
+        &self,
+        id: Hash,
+        chunk: u32,
+        base: Option<ChunkRef>,
+    ) -> (Msg, Option<SemaphorePermit<'_>>) {
         let cref = {
             let st = self.state.lock().expect("state lock");
             st.releases
@@ -866,14 +922,6 @@ impl Node {
         let Ok(mut data) = self.opts.store.read_compressed(&cref) else {
             return (Msg::Reject { id, chunk }, None);
         };
-        let wait = self
-            .up
-            .lock()
-            .expect("bucket lock")
-            .take(self.now(), data.len() as u64);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
         if self.opts.fault_corrupt_uploads {
             // Keep it a valid frame of the right length: only the hash check can tell.
             let mut d = zstd::bulk::Decompressor::new().expect("zstd context");
@@ -884,10 +932,50 @@ impl Node {
                 data = zstd::bulk::compress(&plain, 1).unwrap_or(data);
             }
         }
-        self.counters
-            .bytes_up
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-        (Msg::Piece { id, chunk, data }, permit)
+        let reply = match base.and_then(|b| self.patch(&cref, &data, &b)) {
+            Some(patch) => Msg::Patch {
+                id,
+                chunk,
+                data: patch,
+            },
+            None => Msg::Piece { id, chunk, data },
+        };
+        let (Msg::Piece { data, .. } | Msg::Patch { data, .. }) = &reply else {
+            unreachable!("built above")
+        };
+        let n = data.len() as u64;
+        let wait = self.up.lock().expect("bucket lock").take(self.now(), n);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.counters.bytes_up.fetch_add(n, Ordering::Relaxed);
+        (reply, permit)
+    }
+
+    /// The chunk whose stored bytes are `data` as a patch against `base`, if
+    /// this node holds the base and the patch is smaller than `data`. A chunk
+    /// whose stored bytes do not verify is sent as it is: a corrupt store is
+    /// the asker's hash check to find, not a reason to patch from bad bytes.
+    fn patch(&self, cref: &ChunkRef, data: &[u8], base: &ChunkRef) -> Option<Vec<u8>> {
+        thread_local! {
+            static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        if base.len > shoal_bundle::chunk::MAX_CHUNK || !self.opts.store.contains(&base.hash) {
+            return None;
+        }
+        let (target, base_plain) = DECOMPRESSOR.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.is_none() {
+                *d = zstd::bulk::Decompressor::new().ok();
+            }
+            let d = d.as_mut()?;
+            let target = decode_chunk(cref, data, d).ok()?;
+            let base_plain = self.opts.store.get(base, d).ok()?;
+            Some((target, base_plain))
+        })?;
+        let patch = shoal_bundle::patch::make(&base_plain, &target).ok()?;
+        (patch.len() < data.len()).then_some(patch)
     }
 }
 

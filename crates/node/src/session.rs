@@ -3,7 +3,9 @@
 //! is held.
 
 use crate::node::{Known, Node};
-use shoal_bundle::chunk::decode_chunk;
+use shoal_bundle::chunk::{self, decode_chunk, decode_patched};
+use shoal_bundle::manifest::ChunkRef;
+use shoal_bundle::patch;
 use shoal_bundle::{Hash, activate, assemble};
 use shoal_net::{recv_msg, send_msg};
 use shoal_proto::{MAX_PIECE, Msg, bit};
@@ -91,6 +93,13 @@ async fn run(
     let manifest = &known.release.manifest;
     let lens: Vec<u32> = manifest.chunks.iter().map(|c| c.len).collect();
     let have = known.have.lock().expect("have lock").clone();
+    // Chunks this host lacks are asked for as patches against the chunk at
+    // the same place in the release it holds (a deploy usually edits a few
+    // files, so the patch is a small part of the chunk).
+    let bases: Arc<Vec<Option<ChunkRef>>> = Arc::new(match node.base_release(&id) {
+        Some(base) => patch::bases(manifest, &base.release.manifest),
+        None => Vec::new(),
+    });
     let mut swarm = Swarm::new(node.opts.swarm.clone(), &node.opts.host, lens, have);
     swarm.advance(node.now());
     let mut tasks: HashMap<(u64, u32), AbortHandle> = HashMap::new();
@@ -132,11 +141,18 @@ async fn run(
                         continue;
                     };
                     let cref = manifest.chunks[chunk as usize];
+                    let base = bases.get(chunk as usize).copied().flatten();
                     let is_cross = cross.get(&peer).copied().unwrap_or(false);
                     let node = node.clone();
                     let tx = tx.clone();
                     let handle = tokio::spawn(async move {
-                        let outcome = fetch(&node, &p.conn, &p.dc, id, chunk, cref, is_cross).await;
+                        let want = Want {
+                            id,
+                            chunk,
+                            cref,
+                            base,
+                        };
+                        let outcome = fetch(&node, &p.conn, &p.dc, want, is_cross).await;
                         let _ = tx.send(SessionEvent::Piece {
                             peer,
                             chunk,
@@ -310,22 +326,46 @@ impl Apply<'_> {
     }
 }
 
+/// One chunk to fetch: its place, its name and length, and the chunk held
+/// here to ask for it as a patch against.
+struct Want {
+    id: Hash,
+    chunk: u32,
+    cref: ChunkRef,
+    base: Option<ChunkRef>,
+}
+
 /// Requests one chunk from a peer, verifies it and stores it.
-#[allow(clippy::too_many_arguments)]
 async fn fetch(
     node: &Node,
     conn: &quinn::Connection,
     peer_dc: &str,
-    id: Hash,
-    chunk: u32,
-    cref: shoal_bundle::manifest::ChunkRef,
+    want: Want,
     cross: bool,
 ) -> Outcome {
+    let Want {
+        id,
+        chunk,
+        cref,
+        base,
+    } = want;
+    // Only a base that is still in the store (gc may have taken it) and
+    // still verifies; without one the chunk is asked for whole.
+    let base_plain =
+        base.and_then(|b| with_codecs(|d, _| node.opts.store.get(&b, d).ok()).flatten());
+    let base = base.filter(|_| base_plain.is_some());
+    let request = match base {
+        Some(b) => Msg::RequestPatch {
+            id,
+            chunk,
+            base: b.hash,
+            base_len: b.len,
+        },
+        None => Msg::Request { id, chunk },
+    };
     let exchange = async {
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
-        send_msg(&mut send, &Msg::Request { id, chunk })
-            .await
-            .ok()?;
+        send_msg(&mut send, &request).await.ok()?;
         let _ = send.finish();
         Some(recv_msg(&mut recv, MAX_PIECE).await)
     };
@@ -337,12 +377,17 @@ async fn fetch(
         _ if conn.close_reason().is_some() => return Outcome::Dropped,
         _ => return Outcome::Failed,
     };
-    let data = match reply {
+    let (data, patched) = match reply {
         Msg::Piece {
             id: i,
             chunk: c,
             data,
-        } if i == id && c == chunk => data,
+        } if i == id && c == chunk => (data, false),
+        Msg::Patch {
+            id: i,
+            chunk: c,
+            data,
+        } if i == id && c == chunk && base.is_some() => (data, true),
         Msg::Reject { .. } => return Outcome::Lacks,
         Msg::Busy { .. } => return Outcome::Busy,
         // Another message, or a piece of another chunk.
@@ -362,25 +407,59 @@ async fn fetch(
             .bytes_down_cross_dc
             .fetch_add(n, Ordering::Relaxed);
     }
-    thread_local! {
-        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    let verified = DECOMPRESSOR.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.is_none() {
-            *d = zstd::bulk::Decompressor::new().ok();
+    // The bytes to store: a piece as it came once it verifies; a patch rebuilt
+    // against the base, verified, and compressed as the packer would.
+    let stored = with_codecs(|d, comp| match &base_plain {
+        Some(base_plain) if patched => {
+            let plain = decode_patched(&cref, base_plain, &data).map_err(|_| Outcome::Bad)?;
+            chunk::compress(comp, &plain).map_err(|_| Outcome::Failed)
         }
-        d.as_mut().map(|d| decode_chunk(&cref, &data, d).is_ok())
-    });
-    if verified != Some(true) {
-        return Outcome::Bad;
-    }
-    match node.opts.store.put_compressed(&cref.hash, &data) {
-        Ok(()) => Outcome::Good,
+        _ => match decode_chunk(&cref, &data, d) {
+            Ok(_) => Ok(data),
+            Err(_) => Err(Outcome::Bad),
+        },
+    })
+    .unwrap_or(Err(Outcome::Failed));
+    let stored = match stored {
+        Ok(s) => s,
+        Err(o) => return o,
+    };
+    match node.opts.store.put_compressed(&cref.hash, &stored) {
+        Ok(()) => {
+            if patched {
+                node.counters.chunks_patched.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Good
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot store a verified chunk");
             Outcome::StoreFailed(e.to_string())
         }
     }
 }
+
+/// Runs `f` with this thread's zstd contexts (None if they cannot be made).
+fn with_codecs<T>(
+    f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>, &mut zstd::bulk::Compressor<'static>) -> T,
+) -> Option<T> {
+    type Codecs = (
+        zstd::bulk::Decompressor<'static>,
+        zstd::bulk::Compressor<'static>,
+    );
+    thread_local! {
+        static CODECS: std::cell::RefCell<Option<Codecs>> = const { std::cell::RefCell::new(None) };
+    }
+    CODECS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = zstd::bulk::Decompressor::new()
+                .ok()
+                .zip(zstd::bulk::Compressor::new(STORE_LEVEL).ok());
+        }
+        let (d, comp) = c.as_mut()?;
+        Some(f(d, comp))
+    })
+}
+
+/// zstd level of chunks rebuilt from patches: the packer's default.
+const STORE_LEVEL: i32 = 1;

@@ -174,6 +174,23 @@ fn main() {
                 ..Default::default()
             }),
         },
+        Msg::RequestPatch {
+            id,
+            chunk: 3,
+            base: id,
+            base_len: 4096,
+        },
+        Msg::Patch {
+            id,
+            chunk: 3,
+            data: vec![0x28, 0xb5, 0x2f, 0xfd],
+        },
+        Msg::GetManifestPatch { id, base: id },
+        Msg::ManifestPatch {
+            id,
+            base: id,
+            patch: vec![0x28, 0xb5, 0x2f, 0xfd],
+        },
     ];
     for (i, m) in msgs.iter().enumerate() {
         put(

@@ -12,7 +12,7 @@ use shoal_bundle::Hash;
 
 pub mod checks;
 
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
 /// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
@@ -394,6 +394,70 @@ pub enum Msg {
         token: u64,
         progress: Box<RolloutProgress>,
     },
+    // --- patches (added in protocol 6) ---
+    /// A chunk, as a patch against `base` (a chunk the asker holds, of
+    /// `base_len` plain bytes) if the sender holds that too. Answered with
+    /// `Patch`, or with `Piece` when the sender lacks the base or a patch would
+    /// not be smaller, or with `Reject` or `Busy` as a `Request` is.
+    RequestPatch {
+        id: Hash,
+        chunk: ChunkIx,
+        base: Hash,
+        base_len: u32,
+    },
+    /// The chunk as a zstd frame with the base's plain bytes as its prefix
+    /// (`shoal_bundle::patch`).
+    Patch {
+        id: Hash,
+        chunk: ChunkIx,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A release's signed manifest, as a patch against the signed manifest of
+    /// release `base` if the sender has it ([`manifest_answer`]).
+    GetManifestPatch {
+        id: Hash,
+        base: Hash,
+    },
+    ManifestPatch {
+        id: Hash,
+        base: Hash,
+        #[serde(with = "serde_bytes")]
+        patch: Vec<u8>,
+    },
+}
+
+/// The answer to `GetManifest` or `GetManifestPatch` from a host holding the
+/// signed manifest of `id` and, maybe, that of the asker's base: a patch when
+/// it has the base and the patch is smaller, the whole manifest otherwise.
+pub fn manifest_answer(id: Hash, signed: &[u8], base: Option<(Hash, &[u8])>) -> Msg {
+    if let Some((base, base_signed)) = base
+        && let Ok(patch) = shoal_bundle::patch::make(base_signed, signed)
+        && patch.len() < signed.len()
+    {
+        return Msg::ManifestPatch { id, base, patch };
+    }
+    Msg::Manifest {
+        signed: signed.to_vec(),
+    }
+}
+
+/// The signed manifest bytes in an answer to `GetManifest` or
+/// `GetManifestPatch`, rebuilt against `base` (the asker's own signed
+/// manifest of that release) if it came as a patch. Unverified: the caller
+/// checks them as it checks a manifest sent whole.
+pub fn manifest_from(reply: Msg, base: Option<(Hash, &[u8])>) -> Option<Vec<u8>> {
+    match reply {
+        Msg::Manifest { signed } => Some(signed),
+        Msg::ManifestPatch { base: b, patch, .. } => {
+            let (want, base_signed) = base?;
+            if b != want {
+                return None;
+            }
+            shoal_bundle::patch::apply(base_signed, &patch, MAX_MANIFEST).ok()
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +511,10 @@ impl Msg {
             Msg::Audit => "Audit",
             Msg::Audited(_) => "Audited",
             Msg::Progress { .. } => "Progress",
+            Msg::RequestPatch { .. } => "RequestPatch",
+            Msg::Patch { .. } => "Patch",
+            Msg::GetManifestPatch { .. } => "GetManifestPatch",
+            Msg::ManifestPatch { .. } => "ManifestPatch",
             Msg::Bitfield { .. } => "Bitfield",
             Msg::Have { .. } => "Have",
             Msg::Request { .. } => "Request",
@@ -540,6 +608,31 @@ mod tests {
             assert_eq!(n, f.len() - 4);
             assert_eq!(Msg::from_body(&f[4..]).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn a_manifest_goes_as_a_patch_only_to_a_host_that_can_rebuild_it() {
+        let old: Vec<u8> = (0..20_000u32).flat_map(|i| (i * 7).to_le_bytes()).collect();
+        let mut new = old.clone();
+        new[40_000..40_004].copy_from_slice(b"edit");
+        let (id, base) = (Hash::of(&new), Hash::of(&old));
+        let answer = manifest_answer(id, &new, Some((base, &old)));
+        let Msg::ManifestPatch { patch, .. } = &answer else {
+            panic!("{}", answer.name());
+        };
+        assert!(patch.len() < 200, "{}", patch.len());
+        let frame = answer.to_frame();
+        let answer = Msg::from_body(&frame[4..]).unwrap();
+        assert_eq!(
+            manifest_from(answer.clone(), Some((base, &old))),
+            Some(new.clone())
+        );
+        // Against another base, or with none, the patch is useless.
+        assert_eq!(manifest_from(answer.clone(), None), None);
+        assert_eq!(manifest_from(answer, Some((id, &new))), None);
+        // A sender without the base sends the whole manifest.
+        let whole = manifest_answer(id, &new, None);
+        assert_eq!(manifest_from(whole, Some((base, &old))), Some(new));
     }
 
     #[test]

@@ -431,6 +431,30 @@ impl Control for Tracker {
                             message: format!("no release {id}"),
                         },
                     },
+                    Msg::GetManifestPatch { id, base } => {
+                        let find = |want: Hash| {
+                            st.releases
+                                .iter()
+                                .find(|(a, _)| a.id == want)
+                                .map(|(_, signed)| signed.clone())
+                        };
+                        let (signed, base_signed) = (find(id), find(base));
+                        // Patching takes milliseconds: not under the lock.
+                        drop(st);
+                        match signed {
+                            Some(signed) => {
+                                tracing::debug!(host = %from.host, "manifest patch sent by the tracker");
+                                shoal_proto::manifest_answer(
+                                    id,
+                                    &signed,
+                                    base_signed.as_deref().map(|b| (base, b.as_slice())),
+                                )
+                            }
+                            None => Msg::Error {
+                                message: format!("no release {id}"),
+                            },
+                        }
+                    }
                     Msg::GetPeers { id } => self.peers(&st, from, id),
                     Msg::GetFleet => {
                         drop(st);

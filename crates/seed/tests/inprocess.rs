@@ -92,22 +92,37 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
     assert!(received >= 4 * v1.new_bytes_stored * 9 / 10);
     assert!(seed_up < received, "agents must serve each other");
 
-    // A 1% delta: each agent fetches about the new chunks only.
-    shoal_sample::edit(&src, &stats, 1.0, 9).unwrap();
+    // A 1% delta: each agent fetches patches of the new chunks against the
+    // chunks it holds, and the manifest as a patch.
+    let edited = shoal_sample::edit(&src, &stats, 1.0, 9).unwrap();
     let before: Vec<u64> = agents
         .iter()
         .map(|(_, n)| n.counters.bytes_down.load(Ordering::Relaxed))
         .collect();
     let v2 = seed.publish(&src, "v2").unwrap();
     wait_for(&agents, "v2", Duration::from_secs(60)).await;
+    let changed: u64 = edited
+        .iter()
+        .map(|f| {
+            zstd::bulk::compress(&std::fs::read(src.join(f)).unwrap(), 1)
+                .unwrap()
+                .len() as u64
+        })
+        .sum();
     for ((_, n), b) in agents.iter().zip(before) {
         let fetched = n.counters.bytes_down.load(Ordering::Relaxed) - b;
-        println!("v2: fetched {fetched} bytes of {} new", v2.new_bytes_stored);
-        assert!(
-            fetched <= v2.new_bytes_stored * 2,
-            "fetched {fetched} for a delta of {}",
-            v2.new_bytes_stored
+        let patched = n.counters.chunks_patched.load(Ordering::Relaxed);
+        println!(
+            "v2: fetched {fetched} bytes ({patched} of {} new chunks as patches) for {} new \
+             bytes stored, {changed} bytes of edited files compressed",
+            v2.new_chunks, v2.new_bytes_stored
         );
+        assert_eq!(patched, v2.new_chunks as u64, "every new chunk as a patch");
+        assert!(
+            fetched <= changed,
+            "fetched {fetched} for edits of {changed} compressed"
+        );
+        assert!(n.counters.manifests_patched.load(Ordering::Relaxed) >= 1);
     }
 }
 
