@@ -9,6 +9,7 @@
 
 mod swarm_support;
 
+use shoal_sample::Rng;
 use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
@@ -53,7 +54,14 @@ fn an_agents_clock_jumping_neither_breaks_a_fetch_nor_freezes_it_for_good() {
     lab.wait_current(&both, "v1", Duration::from_secs(60), &procs);
 
     // Jumps of six hours forward, then twelve back, then home, during a fetch.
+    // Edited files travel as small patches, so v2 also brings 3 MB of fresh
+    // random bytes: about six seconds at jumpy's rate, time for three jumps.
     lab.edit(20, 1);
+    let mut rng = Rng::new(7);
+    let noise: Vec<u8> = (0..3_000_000 / 8)
+        .flat_map(|_| rng.next_u64().to_le_bytes())
+        .collect();
+    fs::write(lab.tree.join("noise.bin"), noise).unwrap();
     lab.publish("v2");
     wait_for(
         "jumpy to start fetching v2",

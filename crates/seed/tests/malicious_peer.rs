@@ -1,7 +1,7 @@
 //! Fault injection: a malicious cluster member (a real certificate, its own
 //! QUIC endpoint) joins a victim agent's swarm in the victim's datacenter, so
 //! the victim prefers it, and misbehaves one way per release: wrong bytes,
-//! pieces of the wrong length, an endless oversized frame, claiming chunks it
+//! patches that rebuild to wrong bytes, pieces of the wrong length, an endless oversized frame, claiming chunks it
 //! lacks, resetting every request, and a flood of requests. Every time the victim still ends with the
 //! release verified, current and auditing clean, and the previous release
 //! intact.
@@ -30,6 +30,8 @@ const FRESH_BYTES: usize = 1 << 20;
 enum Mode {
     /// Pieces of plausible size whose bytes are noise.
     WrongBytes,
+    /// Patches (answers to `RequestPatch`) that rebuild to noise.
+    WrongPatch,
     /// Pieces of 3 bytes.
     WrongLength,
     /// A frame announcing 4 GiB, then bytes without end.
@@ -105,12 +107,22 @@ async fn misbehave(
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let asked = asked.clone();
         tokio::spawn(async move {
-            let Ok(Some(Msg::Request { id, chunk })) = recv_msg(&mut recv, MAX_CONTROL).await
-            else {
-                return;
+            // The victim asks for a patch where it holds a chunk at the same
+            // place in an older release; mallory answers both kinds alike.
+            let (id, chunk, patch) = match recv_msg(&mut recv, MAX_CONTROL).await {
+                Ok(Some(Msg::Request { id, chunk })) => (id, chunk, false),
+                Ok(Some(Msg::RequestPatch { id, chunk, .. })) => (id, chunk, true),
+                _ => return,
             };
             asked.fetch_add(1, Ordering::Relaxed);
             let _ = match mode {
+                // A well-formed zstd frame that rebuilds to the wrong bytes.
+                Mode::WrongPatch if patch => {
+                    let noise: Vec<u8> = (0..3000u32).map(|i| (i * 13 + chunk) as u8).collect();
+                    let data = shoal_bundle::patch::make(&noise[..1000], &noise).unwrap();
+                    send_msg(&mut send, &Msg::Patch { id, chunk, data }).await
+                }
+                Mode::WrongPatch => send_msg(&mut send, &Msg::Reject { id, chunk }).await,
                 Mode::WrongBytes => {
                     let data = (0..3000u32).map(|i| (i * 7 + chunk) as u8).collect();
                     send_msg(&mut send, &Msg::Piece { id, chunk, data }).await
@@ -203,6 +215,7 @@ async fn a_malicious_peer_cannot_stop_or_corrupt_a_distribution() {
     let victim_addr = victim.endpoint.local_addr().unwrap();
     let modes = [
         Mode::WrongBytes,
+        Mode::WrongPatch,
         Mode::WrongLength,
         Mode::Endless,
         Mode::Lacks,
@@ -270,7 +283,10 @@ async fn a_malicious_peer_cannot_stop_or_corrupt_a_distribution() {
                 "{tag}: the previous release {previous} was damaged"
             );
             previous = tag.clone();
-            let bad_data = matches!(mode, Mode::WrongBytes | Mode::WrongLength | Mode::Endless);
+            let bad_data = matches!(
+                mode,
+                Mode::WrongBytes | Mode::WrongPatch | Mode::WrongLength | Mode::Endless
+            );
             if asked == 0 || (bad_data && rejected == 0) {
                 continue;
             }
