@@ -1,15 +1,48 @@
 /// A fixed-size set of chunk indexes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Up to [`INLINE`] words live inside the set itself: a swarm keeps one set
+/// per peer and looks at them in every schedule, and at fleet scale (10,000
+/// hosts, 256 pieces) the load through a separate heap block per peer was
+/// the simulator's largest cost.
+#[derive(Clone, Debug)]
 pub struct BitSet {
-    words: Vec<u64>,
+    words: Words,
     len: usize,
+}
+
+/// Words that fit in [`Words::Inline`]: 256 chunks.
+const INLINE: usize = 4;
+
+#[derive(Clone, Debug)]
+enum Words {
+    Inline([u64; INLINE]),
+    Heap(Box<[u64]>),
 }
 
 impl BitSet {
     pub fn new(len: usize) -> Self {
-        BitSet {
-            words: vec![0; len.div_ceil(64)],
-            len,
+        let n = len.div_ceil(64);
+        let words = if n <= INLINE {
+            Words::Inline([0; INLINE])
+        } else {
+            Words::Heap(vec![0; n].into_boxed_slice())
+        };
+        BitSet { words, len }
+    }
+
+    fn slice(&self) -> &[u64] {
+        let n = self.len.div_ceil(64);
+        match &self.words {
+            Words::Inline(w) => &w[..n],
+            Words::Heap(w) => w,
+        }
+    }
+
+    fn slice_mut(&mut self) -> &mut [u64] {
+        let n = self.len.div_ceil(64);
+        match &mut self.words {
+            Words::Inline(w) => &mut w[..n],
+            Words::Heap(w) => w,
         }
     }
 
@@ -30,7 +63,7 @@ impl BitSet {
     }
 
     pub fn get(&self, i: usize) -> bool {
-        i < self.len && self.words[i / 64] & (1 << (i % 64)) != 0
+        i < self.len && self.slice()[i / 64] & (1 << (i % 64)) != 0
     }
 
     /// Sets bit `i`; returns whether it was clear. Out of range is ignored.
@@ -39,7 +72,7 @@ impl BitSet {
             return false;
         }
         let was = self.get(i);
-        self.words[i / 64] |= 1 << (i % 64);
+        self.slice_mut()[i / 64] |= 1 << (i % 64);
         !was
     }
 
@@ -47,23 +80,23 @@ impl BitSet {
     pub fn clear(&mut self, i: usize) -> bool {
         let was = self.get(i);
         if was {
-            self.words[i / 64] &= !(1 << (i % 64));
+            self.slice_mut()[i / 64] &= !(1 << (i % 64));
         }
         was
     }
 
     /// Bits `64*i .. 64*i+64` as one word (bit `k` of it is index `64*i+k`).
     pub fn word(&self, i: usize) -> u64 {
-        self.words[i]
+        self.slice()[i]
     }
 
     /// Number of words.
     pub fn words(&self) -> usize {
-        self.words.len()
+        self.slice().len()
     }
 
     pub fn any(&self) -> bool {
-        self.words.iter().any(|&w| w != 0)
+        self.slice().iter().any(|&w| w != 0)
     }
 
     /// A set with every bit of `0..len` that `self` lacks.
@@ -78,10 +111,47 @@ impl BitSet {
     }
 
     pub fn count(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
+        self.slice().iter().map(|w| w.count_ones() as usize).sum()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = bool> + '_ {
         (0..self.len).map(|i| self.get(i))
+    }
+}
+
+impl PartialEq for BitSet {
+    fn eq(&self, o: &Self) -> bool {
+        self.len == o.len && self.slice() == o.slice()
+    }
+}
+
+impl Eq for BitSet {}
+
+#[cfg(test)]
+mod tests {
+    use super::BitSet;
+
+    #[test]
+    fn inline_and_heap_sets_behave_alike() {
+        for len in [0, 1, 63, 64, 65, 256, 257, 1000] {
+            let mut b = BitSet::new(len);
+            assert_eq!(b.words(), len.div_ceil(64));
+            assert!(!b.any());
+            for i in (0..len).step_by(3) {
+                assert!(b.set(i), "{len}: {i} was clear");
+                assert!(!b.set(i), "{len}: {i} was set");
+            }
+            assert!(!b.set(len), "{len}: out of range");
+            assert_eq!(b.count(), len.div_ceil(3));
+            let c = b.complement();
+            assert_eq!(b.count() + c.count(), len);
+            assert!((0..len).all(|i| b.get(i) != c.get(i)));
+            assert_eq!(BitSet::full(len).count(), len);
+            for i in (0..len).step_by(3) {
+                assert!(b.clear(i));
+            }
+            assert_eq!(b, BitSet::new(len));
+            assert_ne!(BitSet::new(len), BitSet::new(len + 1));
+        }
     }
 }
