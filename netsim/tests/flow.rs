@@ -42,7 +42,31 @@ fn params(piece: u64) -> Params {
         step: Duration::from_millis(1),
         time_limit: Duration::from_secs(600),
         seed: 1,
+        threads: 1,
     }
+}
+
+#[test]
+fn a_run_is_the_same_on_one_thread_and_on_several() {
+    // Hosts decide in parallel within a step (the engine's schedule_dirty);
+    // 200 hosts put well over the parallel threshold's 64 to work at once.
+    let t = Topology::builtin("5dc-200").expect("shipped");
+    let f = 2 << 20;
+    let run = |threads| {
+        let p = Params {
+            piece: 64 << 10,
+            step: Duration::from_millis(2),
+            threads,
+            ..params(0)
+        };
+        engine::simulate(&t, f, Strategy::Shoal, &p, &|_, _| {})
+    };
+    let (one, four) = (run(1), run(4));
+    assert_eq!(one.verified_at.iter().flatten().count(), 200);
+    assert_eq!(one.verified_at, four.verified_at);
+    assert_eq!(one.sent, four.sent);
+    assert_eq!(one.wan_in, four.wan_in);
+    assert_eq!(one.events, four.events);
 }
 
 #[test]

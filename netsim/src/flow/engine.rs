@@ -5,10 +5,12 @@
 //! the links it shares ([`super::fluid`]).
 //!
 //! Time advances in fixed steps. Within a step, events (a request arriving, a
-//! `Have`, a piece delivered) are handled at their own times; at the step's
-//! end every host that saw an event schedules once, as the agent's session
-//! does after a batch of events, and uploaders with a free slot start their
-//! next queued request. Flows then advance by one step at their current
+//! `Have`, a piece delivered) are handled at their own times; what they tell a
+//! host's swarm is queued as that host's calls ([`Op`], each with its time),
+//! and at the step's end every host that saw an event takes its calls and
+//! schedules once, as the agent's session does after a batch of events, with
+//! the hosts spread over the machine's cores; uploaders with a free slot then
+//! start their next queued request. Flows then advance by one step at their current
 //! rates; a flow that ends inside the step ends at its exact time.
 
 use super::fluid::{Fluid, Links};
@@ -29,6 +31,9 @@ pub struct Params {
     pub step: Duration,
     pub time_limit: Duration,
     pub seed: u64,
+    /// Threads that run the hosts' decisions each step; the result does not
+    /// depend on it.
+    pub threads: usize,
 }
 
 /// The bytes of a chunk the production swarm is tuned for: windows, slots and
@@ -41,6 +46,9 @@ const SLOTS: usize = 32;
 /// every 50 ms; ticking ten thousand swarms that often buys nothing here,
 /// since a tick only matters once a timeout or a patience of seconds is due.
 const TICK: Duration = Duration::from_secs(1);
+/// Fewer dirty hosts than this schedule on one thread: a thread costs more
+/// than their decisions.
+const PARALLEL_FROM: usize = 64;
 
 /// What one strategy's run measured.
 #[derive(Clone, Debug, Default)]
@@ -94,6 +102,81 @@ enum Kind {
     },
 }
 
+/// A call into one host's swarm, made at the step's end with the rest of
+/// that host's (see `Sim::schedule_dirty`). None of them answers the engine,
+/// so deferring them within a step changes nothing but where they run.
+enum Op {
+    Connect {
+        peer: usize,
+        local: bool,
+        seed: bool,
+        at: Duration,
+    },
+    Bitfield {
+        from: usize,
+        at: Duration,
+    },
+    Have {
+        from: usize,
+        chunk: ChunkIx,
+        at: Duration,
+    },
+    Lacks {
+        from: usize,
+        chunk: ChunkIx,
+        at: Duration,
+    },
+    Busy {
+        from: usize,
+        chunk: ChunkIx,
+        at: Duration,
+    },
+    Piece {
+        from: usize,
+        chunk: ChunkIx,
+        at: Duration,
+    },
+    Tick {
+        at: Duration,
+    },
+}
+
+impl Op {
+    fn apply(self, s: &mut Swarm, topo: &Topology, have: &[BitSet]) {
+        match self {
+            Op::Connect {
+                peer,
+                local,
+                seed,
+                at,
+            } => {
+                s.advance(at);
+                s.add_peer(peer as u64, &topo.hosts[peer].name, local, seed);
+            }
+            Op::Bitfield { from, at } => {
+                s.advance(at);
+                let have = &have[from];
+                s.peer_bitfield(from as u64, |i| have.get(i));
+            }
+            Op::Have { from, chunk, at } => {
+                s.advance(at);
+                s.peer_have(from as u64, chunk);
+            }
+            Op::Lacks { from, chunk, at } => {
+                s.advance(at);
+                s.on_failed(from as u64, chunk, true);
+            }
+            Op::Busy { from, chunk, at } => s.on_busy(at, from as u64, chunk),
+            Op::Piece { from, chunk, at } => s.on_piece(at, from as u64, chunk, true),
+            Op::Tick { at } => {
+                if !s.is_complete() {
+                    s.tick(at);
+                }
+            }
+        }
+    }
+}
+
 struct Event {
     at: Duration,
     seq: u64,
@@ -130,6 +213,8 @@ struct Sim<'a> {
     dc: Vec<usize>,
     lens: Vec<u64>,
     swarms: Vec<Option<Swarm>>,
+    /// Calls into each host's swarm since the last `schedule_dirty`.
+    ops: Vec<Vec<Op>>,
     have: Vec<BitSet>,
     peers: Vec<Vec<usize>>,
     queue: Vec<VecDeque<(usize, ChunkIx)>>,
@@ -146,6 +231,10 @@ struct Sim<'a> {
     seq: u64,
     dirty: Vec<bool>,
     dirty_list: Vec<usize>,
+    /// Where each host of `dirty_list` stands in it, in `schedule_dirty`.
+    dirty_pos: Vec<usize>,
+    /// Threads that run the dirty hosts' schedules.
+    threads: usize,
     verified_at: Vec<Option<f64>>,
     done: usize,
     sent: Vec<f64>,
@@ -176,12 +265,8 @@ pub fn simulate(
         let end = now + p.step;
         sim.handle_until(end);
         for x in 1..topo.hosts.len() {
-            if (step_no + x as u64).is_multiple_of(ticks_every)
-                && let Some(s) = sim.swarms[x].as_mut()
-                && !s.is_complete()
-            {
-                s.tick(end);
-                sim.mark(x);
+            if (step_no + x as u64).is_multiple_of(ticks_every) {
+                sim.call(x, Op::Tick { at: end });
             }
         }
         sim.schedule_dirty(end);
@@ -294,7 +379,10 @@ impl<'a> Sim<'a> {
             events: BinaryHeap::new(),
             seq: 0,
             dirty: vec![false; n],
+            ops: (0..n).map(|_| Vec::new()).collect(),
             dirty_list: Vec::new(),
+            dirty_pos: vec![0; n],
+            threads: p.threads.max(1),
             verified_at: vec![None; n - 1],
             done: 0,
             sent: vec![0.0; n],
@@ -337,6 +425,15 @@ impl<'a> Sim<'a> {
             seq: self.seq,
             kind,
         });
+    }
+
+    /// Queues a call into `x`'s swarm, if it still has one (a host with
+    /// every chunk has none).
+    fn call(&mut self, x: usize, op: Op) {
+        if self.swarms[x].is_some() {
+            self.ops[x].push(op);
+            self.mark(x);
+        }
     }
 
     fn mark(&mut self, x: usize) {
@@ -414,11 +511,14 @@ impl<'a> Sim<'a> {
                 for (me, other) in [(a, b), (b, a)] {
                     let local = self.dc[me] == self.dc[other];
                     let seed = self.topo.hosts[other].role == HostRole::Seed;
-                    let name = &self.topo.hosts[other].name;
-                    if let Some(s) = self.swarms[me].as_mut() {
-                        s.advance(now);
-                        s.add_peer(other as u64, name, local, seed);
-                        self.mark(me);
+                    if self.swarms[me].is_some() {
+                        let op = Op::Connect {
+                            peer: other,
+                            local,
+                            seed,
+                            at: now,
+                        };
+                        self.call(me, op);
                         // Each side opens with its bitfield.
                         let at = now + self.lat(other, me);
                         self.push(
@@ -432,12 +532,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Kind::Bitfield { from, to } => {
-                let have = &self.have[from];
-                if let Some(s) = self.swarms[to].as_mut() {
-                    s.advance(now);
-                    s.peer_bitfield(from as u64, |i| have.get(i));
-                    self.mark(to);
-                }
+                self.call(to, Op::Bitfield { from, at: now });
             }
             Kind::Have { from, chunk, dc } => {
                 for k in 0..self.peers[from].len() {
@@ -445,11 +540,14 @@ impl<'a> Sim<'a> {
                     if self.dc[p] != dc {
                         continue;
                     }
-                    if let Some(s) = self.swarms[p].as_mut() {
-                        s.advance(now);
-                        s.peer_have(from as u64, chunk);
-                        self.mark(p);
-                    }
+                    self.call(
+                        p,
+                        Op::Have {
+                            from,
+                            chunk,
+                            at: now,
+                        },
+                    );
                 }
             }
             Kind::Request { from, to, chunk } => {
@@ -473,11 +571,17 @@ impl<'a> Sim<'a> {
                         self.is_pending[to] = true;
                         self.pending.push(to);
                     }
-                } else if let Some(s) = self.swarms[from].as_mut() {
+                } else {
                     // The uploader answers that it lacks the chunk.
-                    s.advance(now + self.topo.latency(self.dc[to], self.dc[from]));
-                    s.on_failed(to as u64, chunk, true);
-                    self.mark(from);
+                    let at = now + self.topo.latency(self.dc[to], self.dc[from]);
+                    self.call(
+                        from,
+                        Op::Lacks {
+                            from: to,
+                            chunk,
+                            at,
+                        },
+                    );
                 }
             }
             Kind::Cancel { from, to, chunk } => {
@@ -489,35 +593,87 @@ impl<'a> Sim<'a> {
                 }
             }
             Kind::Busy { from, to, chunk } => {
-                if let Some(s) = self.swarms[to].as_mut() {
-                    s.on_busy(now, from as u64, chunk);
-                    self.mark(to);
-                }
+                self.call(
+                    to,
+                    Op::Busy {
+                        from,
+                        chunk,
+                        at: now,
+                    },
+                );
             }
             Kind::Piece { from, to, chunk } => {
-                if let Some(s) = self.swarms[to].as_mut() {
-                    s.on_piece(now, from as u64, chunk, true);
-                    self.mark(to);
-                }
+                self.call(
+                    to,
+                    Op::Piece {
+                        from,
+                        chunk,
+                        at: now,
+                    },
+                );
             }
         }
     }
 
     fn schedule_dirty(&mut self, now: Duration) {
         let list = std::mem::take(&mut self.dirty_list);
+        for (i, &x) in list.iter().enumerate() {
+            self.dirty_pos[x] = i;
+        }
+        // A host's schedule reads and changes its own swarm only, so the
+        // dirty hosts decide on every core at once; their actions are then
+        // applied in the list's order, exactly as one after the other would,
+        // and a run gives the same result on any machine.
+        let mut jobs: Vec<(usize, &mut Swarm, &mut Vec<Op>)> = Vec::with_capacity(list.len());
+        for (x, (s, ops)) in self.swarms.iter_mut().zip(&mut self.ops).enumerate() {
+            if let Some(s) = s.as_mut()
+                && self.dirty[x]
+            {
+                jobs.push((x, s, ops));
+            }
+        }
         for &x in &list {
             self.dirty[x] = false;
-            let Some(s) = self.swarms[x].as_mut() else {
-                continue;
-            };
-            s.schedule(now);
-            while let Some(a) = self.swarms[x].as_mut().and_then(Swarm::poll_action) {
+        }
+        let (topo, have) = (self.topo, &self.have);
+        type Job<'a> = (usize, &'a mut Swarm, &'a mut Vec<Op>);
+        let decide = |jobs: &mut [Job]| -> Vec<(usize, Vec<Action>, bool)> {
+            jobs.iter_mut()
+                .map(|(x, s, ops)| {
+                    for op in ops.drain(..) {
+                        op.apply(s, topo, have);
+                    }
+                    s.schedule(now);
+                    let actions = std::iter::from_fn(|| s.poll_action()).collect();
+                    (*x, actions, s.is_complete())
+                })
+                .collect()
+        };
+        let threads = if jobs.len() < PARALLEL_FROM {
+            1
+        } else {
+            self.threads
+        };
+        let per = jobs.len().div_ceil(threads).max(1);
+        let mut decided: Vec<(usize, Vec<Action>, bool)> = std::thread::scope(|scope| {
+            let mut parts = jobs.chunks_mut(per);
+            let first = parts.next();
+            let others: Vec<_> = parts.map(|p| scope.spawn(|| decide(p))).collect();
+            let mut all = first.map(decide).unwrap_or_default();
+            for h in others {
+                all.extend(h.join().expect("a host's schedule panicked"));
+            }
+            all
+        });
+        decided.sort_unstable_by_key(|(x, ..)| self.dirty_pos[*x]);
+        for (x, actions, complete) in decided {
+            for a in actions {
                 self.act(x, now, a);
             }
             // As the agent ends its session: a host with every chunk only
             // uploads (from `have`), so its swarm has nothing left to decide
             // and the Haves of its peers need not reach it.
-            if self.swarms[x].as_ref().is_some_and(Swarm::is_complete) {
+            if complete {
                 self.swarms[x] = None;
             }
         }

@@ -73,6 +73,7 @@ pub fn run(s: &FlowScenario, progress: &dyn Fn(Strategy, f64, usize)) -> Report 
         step: step_for(topo, piece),
         time_limit: s.time_limit,
         seed: s.seed,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
     };
     let bound = lower_bound(topo, s.bundle_bytes);
     let strategies = s
