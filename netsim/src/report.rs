@@ -204,20 +204,20 @@ impl Report {
             writeln!(out)?;
             writeln!(
                 out,
-                "delta: {:.1}% of files ({} changed): {} MiB plain, {} MiB compressed; \
-                 {} new chunks, {} MiB",
+                "delta: {:.1}% of files ({} changed): {} plain, {} compressed; \
+                 {} new chunks, {}",
                 d.percent,
                 d.files_changed,
-                mib(d.changed_plain_bytes),
-                mib(d.changed_compressed_bytes),
+                size(d.changed_plain_bytes as f64),
+                size(d.changed_compressed_bytes as f64),
                 d.new_chunks,
-                mib(d.new_chunk_bytes)
+                size(d.new_chunk_bytes as f64)
             )?;
             writeln!(
                 out,
-                "  received per host: mean {} MiB, max {} MiB; {:.2}x the changed compressed bytes",
-                mib_f(d.per_host_mean_bytes),
-                mib(d.per_host_max_bytes),
+                "  received per host: mean {}, max {}; {:.2}x the changed compressed bytes",
+                size(d.per_host_mean_bytes),
+                size(d.per_host_max_bytes as f64),
                 d.ratio_to_changed
             )?;
         }
@@ -439,6 +439,16 @@ fn mib(b: u64) -> String {
     mib_f(b as f64)
 }
 
+/// Bytes in KiB below a mebibyte, else MiB, with one decimal and the unit:
+/// a delta's patches are kilobytes.
+fn size(b: f64) -> String {
+    if b < (1u64 << 20) as f64 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{} MiB", mib_f(b))
+    }
+}
+
 fn mib_f(b: f64) -> String {
     format!("{:.1}", b / (1u64 << 20) as f64)
 }
@@ -621,6 +631,13 @@ mod tests {
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn small_delta_sizes_are_shown_in_kib() {
+        assert_eq!(super::size(89_476.0), "87.4 KiB");
+        assert_eq!(super::size(0.0), "0.0 KiB");
+        assert_eq!(super::size((5 * MIB) as f64), "5.0 MiB");
     }
 
     #[test]
