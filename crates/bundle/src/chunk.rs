@@ -77,15 +77,7 @@ pub fn decode_chunk(
     compressed: &[u8],
     decompressor: &mut zstd::bulk::Decompressor<'_>,
 ) -> Result<Vec<u8>, ChunkError> {
-    let bound = compressed_bound(want.len);
-    if compressed.len() as u64 > bound {
-        return Err(ChunkError::Oversized {
-            hash: want.hash,
-            size: compressed.len() as u64,
-            bound,
-            len: want.len,
-        });
-    }
+    check_size(want, compressed)?;
     let mut plain = Vec::with_capacity(want.len as usize);
     decompressor
         .decompress_to_buffer(compressed, &mut plain)
@@ -102,15 +94,7 @@ pub fn decode_chunk(
 /// [`decode_chunk`] does: bounded by the recorded length, exactly that length,
 /// hashing to the chunk's name.
 pub fn decode_patched(want: &ChunkRef, base: &[u8], patch: &[u8]) -> Result<Vec<u8>, ChunkError> {
-    let bound = compressed_bound(want.len);
-    if patch.len() as u64 > bound {
-        return Err(ChunkError::Oversized {
-            hash: want.hash,
-            size: patch.len() as u64,
-            bound,
-            len: want.len,
-        });
-    }
+    check_size(want, patch)?;
     let plain = crate::patch::apply(base, patch, want.len as usize).map_err(|reason| {
         ChunkError::Undecodable {
             hash: want.hash,
@@ -119,6 +103,20 @@ pub fn decode_patched(want: &ChunkRef, base: &[u8], patch: &[u8]) -> Result<Vec<
         }
     })?;
     check_plain(want, plain)
+}
+
+/// Refuses received bytes larger than any encoding of the chunk could be.
+fn check_size(want: &ChunkRef, received: &[u8]) -> Result<(), ChunkError> {
+    let bound = compressed_bound(want.len);
+    if received.len() as u64 > bound {
+        return Err(ChunkError::Oversized {
+            hash: want.hash,
+            size: received.len() as u64,
+            bound,
+            len: want.len,
+        });
+    }
+    Ok(())
 }
 
 fn check_plain(want: &ChunkRef, plain: Vec<u8>) -> Result<Vec<u8>, ChunkError> {
