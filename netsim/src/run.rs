@@ -413,6 +413,8 @@ fn timeline(fleet: &Fleet, elapsed: Duration, verified: usize) {
         seed_up_mib = seed_up >> 20,
         recv_mib = recv >> 20,
         wan_in_mib = ?wan,
+        dropped_queue = net.dropped_queue,
+        dropped_loss = net.dropped_loss,
         "timeline"
     );
 }

@@ -156,3 +156,123 @@ fn a_thousand_hosts_in_ten_datacenters_take_each_byte_across_once() {
     );
     assert!(shoal.seed_upload_bytes < f * 3 / 2);
 }
+
+/// Seconds until the last target finished, if all did.
+fn last(m: &engine::Measured) -> f64 {
+    m.verified_at
+        .iter()
+        .map(|t| t.expect("every target finished"))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn central_and_fanout_solved_whole_agree_with_the_stepped_engine() {
+    // `bench --model flow` solves central and fanout as one flow per host
+    // (flow::fixed); the engine moves the same strategies piece by piece
+    // through the real swarm. They must tell the same story.
+    let three = Topology::builtin("3dc-48").expect("shipped");
+    // A proxy fed slower than it forwards: a 10 Mbit/s seed, 1 Gbit/s hosts.
+    // Its hosts keep pace with it, a piece behind, not with their own links.
+    let fed = topo(
+        r#"
+name = "slow-seed"
+[network]
+intra_dc_ms = 0.25
+inter_dc_ms = 20.0
+[seed]
+dc = "a"
+upload_mbit = 10
+download_mbit = 10
+[[dc]]
+name = "a"
+hosts = 1
+upload_mbit = 1000
+download_mbit = 1000
+wan_in_mbit = 1000
+wan_out_mbit = 1000
+[[dc]]
+name = "b"
+hosts = 3
+upload_mbit = 1000
+download_mbit = 1000
+wan_in_mbit = 1000
+wan_out_mbit = 1000
+"#,
+    );
+    let piece = 64 << 10;
+    let p = Params {
+        step: Duration::from_millis(5),
+        ..params(piece)
+    };
+    for (t, f) in [(&three, 8_000_000u64), (&fed, 4_000_000)] {
+        for k in [Strategy::Central, Strategy::Fanout] {
+            let stepped = engine::simulate(t, f, k, &p, &|_, _| {});
+            let whole = flow::fixed::simulate(t, f, k, piece, p.time_limit, 1, &|_, _| {});
+            let (a, b) = (last(&stepped), last(&whole));
+            assert!(
+                (a - b).abs() / a < 0.03,
+                "{} {}: engine {a:.3} s, solved {b:.3} s",
+                t.name,
+                k.name()
+            );
+            // Byte counts are sums of floats: equal to within a byte a host.
+            let near = |a: &[u64], b: &[u64]| {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.abs_diff(*y) <= 64)
+            };
+            let what = format!("{} {}", t.name, k.name());
+            assert!(
+                near(&stepped.wan_in, &whole.wan_in),
+                "{what}: {:?} {:?}",
+                stepped.wan_in,
+                whole.wan_in
+            );
+            assert!(
+                near(&stepped.sent, &whole.sent),
+                "{what}: {:?} {:?}",
+                stepped.sent,
+                whole.sent
+            );
+        }
+    }
+    // No fanout host finishes before the proxy that feeds it.
+    let m = flow::fixed::simulate(
+        &fed,
+        4_000_000,
+        Strategy::Fanout,
+        piece,
+        p.time_limit,
+        1,
+        &|_, _| {},
+    );
+    let proxies = shoal_netsim::strategy::proxies(&fed);
+    for (x, h) in fed.hosts.iter().enumerate().skip(1) {
+        let proxy = fed
+            .hosts
+            .iter()
+            .position(|q| q.dc == h.dc && proxies.contains(&q.name))
+            .expect("every datacenter has a proxy");
+        let (mine, its) = (m.verified_at[x - 1], m.verified_at[proxy - 1]);
+        assert!(
+            mine >= its,
+            "{}: {mine:?} before its proxy's {its:?}",
+            h.name
+        );
+    }
+    // The slow seed binds: 4 hosts' worth (central) or 2 proxies' worth
+    // (fanout) of 4 MB through 1.25 MB/s.
+    let central = flow::fixed::simulate(
+        &fed,
+        4_000_000,
+        Strategy::Central,
+        piece,
+        p.time_limit,
+        1,
+        &|_, _| {},
+    );
+    let want = 4.0 * 4e6 / 1.25e6;
+    assert!(
+        (last(&central) - want).abs() / want < 0.01,
+        "{}",
+        last(&central)
+    );
+}

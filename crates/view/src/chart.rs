@@ -67,14 +67,23 @@ pub fn hosts_over_time_svg(c: &Chart) -> Result<String, ChartError> {
         .chain(t_lb)
         .fold(0.0_f64, f64::max);
     let x_max = if x_end > 0.0 { x_end * 1.05 } else { 1.0 };
+    let scale = Scale::for_lines(&lines, x_max);
+    let x_max = scale.x(x_max);
+    let t_lb = t_lb.map(|t| scale.x(t));
+    let mapped: Vec<Vec<(f64, f64)>> = lines
+        .iter()
+        .map(|l| l.iter().map(|&(t, n)| (scale.x(t), n)).collect())
+        .collect();
+    let lines: Vec<&[(f64, f64)]> = mapped.iter().map(Vec::as_slice).collect();
 
     // Headroom so lines that reach every host stay visible under the frame.
     let y_max = hosts * 1.04;
     let x_fmt = |x: &f64| {
-        if x_max >= 10.0 {
-            format!("{x:.0}")
+        let t = scale.seconds(*x);
+        if t >= 10.0 || (scale.is_log() && t >= 1.0) {
+            format!("{t:.0}")
         } else {
-            format!("{x:.1}")
+            format!("{t:.1}")
         }
     };
     let y_fmt = |y: &f64| format!("{y:.0}");
@@ -88,14 +97,23 @@ pub fn hosts_over_time_svg(c: &Chart) -> Result<String, ChartError> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .build_cartesian_2d(scale.x(0.0)..x_max, 0.0..y_max)
             .map_err(draw_err)?;
         chart
             .configure_mesh()
             // Whole hosts only: a few hosts would otherwise get repeated
             // rounded labels.
             .y_labels((c.hosts + 1).clamp(2, 11))
-            .x_desc("seconds since start")
+            // On a log axis, about one label a decade: 10, 100, 1000.
+            .x_labels(match scale {
+                Scale::Log { .. } => (x_max - scale.x(0.0)).ceil() as usize + 1,
+                Scale::Linear => 11,
+            })
+            .x_desc(if scale.is_log() {
+                "seconds since start (log scale)"
+            } else {
+                "seconds since start"
+            })
             .y_desc("hosts verified")
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
@@ -128,7 +146,7 @@ pub fn hosts_over_time_svg(c: &Chart) -> Result<String, ChartError> {
                     grey.stroke_width(1),
                 ))
                 .map_err(draw_err)?
-                .label(format!("T_lb = {t:.2} s"))
+                .label(format!("T_lb = {:.2} s", scale.seconds(t)))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
             // Left of the line's top (no strategy can be left of it there).
             let style = ("sans-serif", 16)
@@ -153,6 +171,60 @@ pub fn hosts_over_time_svg(c: &Chart) -> Result<String, ChartError> {
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
+}
+
+/// The x axis: seconds as they are, or their logarithm when the lines end
+/// so far apart (central at 10,000 hosts takes 4,000 times shoal's time) that
+/// a linear axis would crush the fast ones against the left edge.
+#[derive(Clone, Copy, Debug)]
+enum Scale {
+    Linear,
+    /// log10 of seconds, from `floor` seconds (earlier points sit on it).
+    Log {
+        floor: f64,
+    },
+}
+
+/// Lines that end further apart than this factor get a log axis.
+const LOG_SPREAD: f64 = 30.0;
+
+impl Scale {
+    fn for_lines(lines: &[&[(f64, f64)]], x_max: f64) -> Scale {
+        let ends = lines.iter().filter_map(|l| l.last()).map(|&(t, _)| t);
+        let first_end = ends.filter(|&t| t > 0.0).fold(f64::INFINITY, f64::min);
+        if !(first_end.is_finite() && x_max / first_end > LOG_SPREAD) {
+            return Scale::Linear;
+        }
+        let first_point = lines
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|&(t, _)| t)
+            .filter(|&t| t > 0.0)
+            .fold(first_end, f64::min);
+        Scale::Log {
+            floor: first_point / 2.0,
+        }
+    }
+
+    fn is_log(self) -> bool {
+        matches!(self, Scale::Log { .. })
+    }
+
+    /// Where `t` seconds sit on the axis.
+    fn x(self, t: f64) -> f64 {
+        match self {
+            Scale::Linear => t,
+            Scale::Log { floor } => t.max(floor).log10(),
+        }
+    }
+
+    /// The seconds at axis position `x`.
+    fn seconds(self, x: f64) -> f64 {
+        match self {
+            Scale::Linear => x,
+            Scale::Log { .. } => 10f64.powf(x),
+        }
+    }
 }
 
 /// A curve of (seconds, hosts done) as a step function from (0, 0): the count
@@ -210,5 +282,37 @@ mod tests {
         }
         let empty = hosts_over_time_svg(&Chart::default()).unwrap();
         assert!(empty.contains("</svg>"));
+    }
+
+    #[test]
+    fn lines_that_end_far_apart_get_a_log_axis() {
+        let chart = |slow: f64| Chart {
+            title: "spread".into(),
+            hosts: 2,
+            lines: vec![
+                Line {
+                    name: "fast".into(),
+                    points: steps(&[(10.0, 2)], None),
+                },
+                Line {
+                    name: "slow".into(),
+                    points: steps(&[(slow, 2)], None),
+                },
+            ],
+            bound: Some(8.0),
+        };
+        let near = hosts_over_time_svg(&chart(100.0)).unwrap();
+        assert!(!near.contains("log scale"));
+        let far = hosts_over_time_svg(&chart(86_000.0)).unwrap();
+        assert!(far.contains("seconds since start (log scale)"));
+        // Labels are seconds, not logarithms, and the bound keeps its value.
+        let labels: Vec<&str> = far
+            .split('<')
+            .filter(|t| t.starts_with("text") && t.contains("y=\"458\""))
+            .filter_map(|t| t.split('>').nth(1))
+            .map(str::trim)
+            .collect();
+        assert_eq!(labels, ["10", "100", "1000", "10000"], "{far}");
+        assert!(far.contains("T_lb = 8.00 s"));
     }
 }

@@ -16,8 +16,7 @@
 use super::fluid::{Fluid, Links};
 use crate::strategy::Strategy;
 use crate::topology::{HostRole, Topology};
-use shoal_proto::{PeerInfo, Role};
-use shoal_seed::peers::{Candidate, Roster};
+use shoal_proto::PeerInfo;
 use shoal_swarm::{Action, BitSet, ChunkIx, Config, Swarm};
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -295,13 +294,6 @@ pub fn simulate(
     }
 }
 
-fn role(h: HostRole) -> Role {
-    match h {
-        HostRole::Seed => Role::Seed,
-        HostRole::Target => Role::Agent,
-    }
-}
-
 impl<'a> Sim<'a> {
     fn new(topo: &'a Topology, f_bytes: u64, strategy: Strategy, p: &Params) -> Sim<'a> {
         let n = topo.hosts.len();
@@ -326,12 +318,6 @@ impl<'a> Sim<'a> {
             ..base
         };
         let dc: Vec<usize> = topo.hosts.iter().map(|h| h.dc).collect();
-        // Link table: uplinks, downlinks, WAN out, WAN in.
-        let mut caps = Vec::with_capacity(2 * n + 2 * dcs);
-        caps.extend(topo.hosts.iter().map(|h| h.upload as f64));
-        caps.extend(topo.hosts.iter().map(|h| h.download as f64));
-        caps.extend(topo.dcs.iter().map(|d| d.wan_out as f64));
-        caps.extend(topo.dcs.iter().map(|d| d.wan_in as f64));
         let plain: Vec<u32> = lens
             .iter()
             .map(|&l| l.min(u64::from(u32::MAX)) as u32)
@@ -375,7 +361,7 @@ impl<'a> Sim<'a> {
             links: Vec::new(),
             rates: Vec::new(),
             cancelled: HashSet::new(),
-            fluid: Fluid::new(caps),
+            fluid: Fluid::new(super::link_caps(topo)),
             events: BinaryHeap::new(),
             seq: 0,
             dirty: vec![false; n],
@@ -448,16 +434,7 @@ impl<'a> Sim<'a> {
     /// so the agent's later polls (every 2 s) would return the same list.
     fn ask_tracker(&mut self, strategy: Strategy, seed: u64) {
         let topo = self.topo;
-        let candidates = topo
-            .hosts
-            .iter()
-            .map(|h| Candidate {
-                host: h.name.clone(),
-                dc: topo.dcs[h.dc].name.clone(),
-                role: role(h.role),
-            })
-            .collect();
-        let roster = Roster::new(candidates, &"flow-release");
+        let roster = super::roster(topo);
         let policy = strategy.policy(topo);
         let mut connected: HashSet<(usize, usize)> = HashSet::new();
         for x in 1..topo.hosts.len() {
@@ -720,7 +697,6 @@ impl<'a> Sim<'a> {
     }
 
     fn start_flows(&mut self) {
-        let n = self.topo.hosts.len();
         let pending = std::mem::take(&mut self.pending);
         for &u in &pending {
             self.is_pending[u] = false;
@@ -729,14 +705,7 @@ impl<'a> Sim<'a> {
                     break;
                 };
                 self.busy[u] += 1;
-                let mut ids = vec![u as u32, (n + to) as u32];
-                let (a, b) = (self.dc[u], self.dc[to]);
-                if a != b {
-                    let dcs = self.topo.dcs.len();
-                    ids.push((2 * n + a) as u32);
-                    ids.push((2 * n + dcs + b) as u32);
-                }
-                self.links.push(Links::new(&ids));
+                self.links.push(super::path(self.topo, u, to));
                 self.flows.push(Flow {
                     from: u,
                     to,

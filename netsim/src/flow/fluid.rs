@@ -108,6 +108,67 @@ impl Fluid {
         }
     }
 
+    /// Exact max-min fair rates (progressive filling to the end), with a
+    /// ceiling of its own for each flow (`f64::INFINITY` for none): all rates
+    /// grow together until a link fills or a flow reaches its ceiling, which
+    /// freezes the flows concerned, and so on. One pass over the flows per
+    /// bottleneck, so it is for runs with few flows or few distinct ones
+    /// (see [`super::fixed`]); the stepped engine uses [`Fluid::rates`].
+    pub fn exact(&mut self, flows: &[Links], ceiling: &[f64], rates: &mut Vec<f64>) {
+        rates.clear();
+        rates.resize(flows.len(), 0.0);
+        let mut frozen = vec![false; flows.len()];
+        // `load`: capacity left on each link; `count`: unfrozen flows on it.
+        self.load.copy_from_slice(&self.caps);
+        self.count.fill(0);
+        for f in flows {
+            for l in f.iter() {
+                self.count[l] += 1;
+            }
+        }
+        let mut left = flows.len();
+        while left > 0 {
+            let mut grow = f64::INFINITY;
+            for (l, &n) in self.count.iter().enumerate() {
+                if n > 0 {
+                    grow = grow.min(self.load[l].max(0.0) / f64::from(n));
+                }
+            }
+            for (i, &r) in rates.iter().enumerate() {
+                if !frozen[i] {
+                    grow = grow.min(ceiling[i] - r);
+                }
+            }
+            if !grow.is_finite() {
+                // Flows on no link and with no ceiling: nothing bounds them.
+                break;
+            }
+            let grow = grow.max(0.0);
+            for (i, f) in flows.iter().enumerate() {
+                if !frozen[i] {
+                    rates[i] += grow;
+                    for l in f.iter() {
+                        self.load[l] -= grow;
+                    }
+                }
+            }
+            // Freeze what is now at a full link or at its ceiling.
+            for (i, f) in flows.iter().enumerate() {
+                if frozen[i] {
+                    continue;
+                }
+                let full = f.iter().any(|l| self.load[l] <= self.caps[l] * 1e-9);
+                if full || rates[i] >= ceiling[i] * (1.0 - 1e-12) {
+                    frozen[i] = true;
+                    left -= 1;
+                    for l in f.iter() {
+                        self.count[l] -= 1;
+                    }
+                }
+            }
+        }
+    }
+
     fn assign(&self, flows: &[Links], rates: &mut [f64]) {
         for (f, r) in flows.iter().zip(rates.iter_mut()) {
             *r = f
@@ -134,6 +195,24 @@ mod tests {
             (r[0] - 8.0).abs() < 1e-9,
             "b is held at 2, a takes the rest: {r:?}"
         );
+    }
+
+    #[test]
+    fn exact_rates_fill_bottlenecks_in_turn_and_respect_ceilings() {
+        // Link 0: 10 units shared by a, b and c; link 1: 2 units, only b;
+        // c may not go past 1.
+        let mut f = Fluid::new(vec![10.0, 2.0, 100.0]);
+        let flows = [
+            Links::new(&[0, 2]),
+            Links::new(&[0, 1]),
+            Links::new(&[0, 2]),
+        ];
+        let mut r = Vec::new();
+        f.exact(&flows, &[f64::INFINITY, f64::INFINITY, 1.0], &mut r);
+        let want = [7.0, 2.0, 1.0];
+        for (got, want) in r.iter().zip(want) {
+            assert!((got - want).abs() < 1e-9, "{r:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! scaled to keep the same bytes in flight.
 
 pub mod engine;
+pub mod fixed;
 pub mod fluid;
 
 use crate::bound::lower_bound;
@@ -25,8 +26,10 @@ use crate::report::Report;
 use crate::run::{Phase, StrategyRun};
 use crate::strategy::Strategy;
 use crate::summary::strategy_result;
-use crate::topology::Topology;
+use crate::topology::{HostRole, Topology};
 pub use engine::{Measured, Params};
+use shoal_proto::Role;
+use shoal_seed::peers::{Candidate, Roster};
 use std::time::Duration;
 
 /// One flow-level run: a topology, a release of `bundle_bytes`, strategies.
@@ -80,9 +83,22 @@ pub fn run(s: &FlowScenario, progress: &dyn Fn(Strategy, f64, usize)) -> Report 
         .strategies
         .iter()
         .map(|&k| {
-            let m = engine::simulate(topo, s.bundle_bytes, k, &params, &|t, done| {
-                progress(k, t, done)
-            });
+            let report = |t, done| progress(k, t, done);
+            let m = match k {
+                // One source per host: solved exactly, at any fleet size.
+                Strategy::Central | Strategy::Fanout => fixed::simulate(
+                    topo,
+                    s.bundle_bytes,
+                    k,
+                    piece,
+                    s.time_limit,
+                    s.seed,
+                    &report,
+                ),
+                Strategy::Shoal | Strategy::Bittorrent => {
+                    engine::simulate(topo, s.bundle_bytes, k, &params, &report)
+                }
+            };
             let run = as_run(k, &m);
             strategy_result(
                 topo,
@@ -106,6 +122,48 @@ pub fn run(s: &FlowScenario, progress: &dyn Fn(Strategy, f64, usize)) -> Report 
         cores: 0,
         model: "flow".into(),
     }
+}
+
+/// Capacities (bytes per second) of every link a transfer can use, indexed
+/// as [`path`] names them: host uplinks, host downlinks, then each
+/// datacenter's WAN out and WAN in.
+fn link_caps(topo: &Topology) -> Vec<f64> {
+    let mut caps = Vec::with_capacity(2 * topo.hosts.len() + 2 * topo.dcs.len());
+    caps.extend(topo.hosts.iter().map(|h| h.upload as f64));
+    caps.extend(topo.hosts.iter().map(|h| h.download as f64));
+    caps.extend(topo.dcs.iter().map(|d| d.wan_out as f64));
+    caps.extend(topo.dcs.iter().map(|d| d.wan_in as f64));
+    caps
+}
+
+/// The links a transfer from host `from` to host `to` crosses: the uplink,
+/// the downlink and, between datacenters, both WAN links.
+fn path(topo: &Topology, from: usize, to: usize) -> fluid::Links {
+    let (n, dcs) = (topo.hosts.len() as u32, topo.dcs.len() as u32);
+    let (a, b) = (topo.hosts[from].dc as u32, topo.hosts[to].dc as u32);
+    let (up, down) = (from as u32, n + to as u32);
+    if a == b {
+        fluid::Links::new(&[up, down])
+    } else {
+        fluid::Links::new(&[up, down, 2 * n + a, 2 * n + dcs + b])
+    }
+}
+
+/// The tracker's roster of the whole fleet, as the seed builds it.
+fn roster(topo: &Topology) -> Roster {
+    let candidates = topo
+        .hosts
+        .iter()
+        .map(|h| Candidate {
+            host: h.name.clone(),
+            dc: topo.dcs[h.dc].name.clone(),
+            role: match h.role {
+                HostRole::Seed => Role::Seed,
+                HostRole::Target => Role::Agent,
+            },
+        })
+        .collect();
+    Roster::new(candidates, &"flow-release")
 }
 
 fn as_run(k: Strategy, m: &Measured) -> StrategyRun {
