@@ -150,15 +150,22 @@ async fn try_talk(ep: &quinn::Endpoint, cfg: quinn::ClientConfig, addr: SocketAd
     matches!(recv_msg(&mut recv, MAX_CONTROL).await, Ok(Some(_)))
 }
 
+/// A cluster and the endpoints of its hosts a.test (dc1) and b.test (dc2);
+/// the cluster's directory must outlive them.
+fn two_hosts() -> (TempDir, quinn::Endpoint, quinn::Endpoint) {
+    let c = new_cluster();
+    let a = ident(c.path(), "a.test", "dc1");
+    let b = ident(c.path(), "b.test", "dc2");
+    let tuning = Tuning::default();
+    let ea = endpoint(&a, local(), &tuning).unwrap();
+    let eb = endpoint(&b, local(), &tuning).unwrap();
+    (c, ea, eb)
+}
+
 #[tokio::test]
 async fn cluster_peers_exchange_hello_both_ways() {
     timeout(LIMIT, async {
-        let c = new_cluster();
-        let a = ident(c.path(), "a.test", "dc1");
-        let b = ident(c.path(), "b.test", "dc2");
-        let tuning = Tuning::default();
-        let ea = endpoint(&a, local(), &tuning).unwrap();
-        let eb = endpoint(&b, local(), &tuning).unwrap();
+        let (_c, ea, eb) = two_hosts();
         let addr = ea.local_addr().unwrap();
 
         let server = tokio::spawn(async move {
@@ -426,4 +433,43 @@ async fn endpoint_outside_runtime_is_an_error() {
         .join()
         .unwrap();
     assert!(matches!(r, Some(NetError::NoRuntime)), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_connection_probes_the_path_mtu_once() {
+    // Loopback carries any size, so the one probe, at 1452 bytes, succeeds.
+    timeout(LIMIT, async {
+        let (_c, ea, eb) = two_hosts();
+        let addr = ea.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let conn = ea.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            while let Ok(Some(m)) = recv_msg(&mut recv, MAX_CONTROL).await {
+                send_msg(&mut send, &m).await.unwrap();
+            }
+            conn.closed().await;
+        });
+        let conn = connect(&eb, addr, "a.test").await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        // Talk until the probe is answered (a few round trips on loopback).
+        let mut mtu = 0;
+        for _ in 0..200 {
+            send_msg(&mut send, &hello("b.test")).await.unwrap();
+            recv_msg(&mut recv, MAX_CONTROL).await.unwrap().unwrap();
+            mtu = conn.stats().path.current_mtu;
+            if mtu > 1200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = conn.stats().path;
+        assert_eq!(mtu, 1452, "{stats:?}");
+        assert_eq!(stats.sent_plpmtud_probes, 1, "{stats:?}");
+        send.finish().unwrap();
+        conn.close(0u32.into(), b"done");
+        server.await.unwrap();
+        eb.wait_idle().await;
+    })
+    .await
+    .expect("timed out");
 }

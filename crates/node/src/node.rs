@@ -18,9 +18,12 @@ use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 
 /// How long `Have`s wait to be sent together: briefly inside a datacenter
 /// (chunks spread hop by hop there), longer across, where peers fetch only
-/// what no host of their own datacenter holds.
+/// what no host of their own datacenter holds. Every pair of hosts keeps a
+/// connection, so each batch across costs a packet and its ACK per pair: on
+/// `3dc-48`, 2 s instead of 500 ms took the bytes into each remote
+/// datacenter from 1.30 to 1.24 F, with no loss of time.
 const HAVE_BATCH_LOCAL: Duration = Duration::from_millis(5);
-const HAVE_BATCH_REMOTE: Duration = Duration::from_millis(500);
+const HAVE_BATCH_REMOTE: Duration = Duration::from_millis(2000);
 /// Chunks per batched `Have`, well within a control frame.
 const HAVE_BATCH_MAX: usize = 8192;
 
