@@ -83,9 +83,18 @@ async fn a_view_follows_the_batches_to_all_live() {
     assert!(!switching.is_empty(), "no host was ever shown switching");
 
     // A fresh view now: v2 everywhere (the target set after v2 was announced).
-    let state = f.seed.tracker.state();
+    // The last host's Status may reach the tracker just after the rollout
+    // ends: wait for it, boundedly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (state, v) = loop {
+        let state = f.seed.tracker.state();
+        let v = Watcher::new(30, None).observe(&state, &[], Instant::now(), 0);
+        if v.all_live || Instant::now() > deadline {
+            break (state, v);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(state.focus.as_deref(), Some("v2"));
-    let v = Watcher::new(30, None).observe(&state, &[], Instant::now(), 0);
     assert!(v.all_live, "{v:#?}");
     assert!(v.rollout.unwrap().done);
 }

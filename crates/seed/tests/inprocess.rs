@@ -117,7 +117,14 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
              bytes stored, {changed} bytes of edited files compressed",
             v2.new_chunks, v2.new_bytes_stored
         );
-        assert_eq!(patched, v2.new_chunks as u64, "every new chunk as a patch");
+        // An endgame may bring a chunk from two peers, both as patches, so
+        // patches can outnumber new chunks; a chunk fetched whole instead
+        // (about 12 KB here) would break the byte bound below.
+        assert!(
+            patched >= v2.new_chunks as u64,
+            "every new chunk as a patch: {patched} of {}",
+            v2.new_chunks
+        );
         assert!(
             fetched <= changed,
             "fetched {fetched} for edits of {changed} compressed"
