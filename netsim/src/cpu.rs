@@ -1,5 +1,6 @@
-//! How busy the CPU was: the simulator runs in real time, so a saturated CPU
-//! slows every simulated host and makes the network model look worse than it is.
+//! How busy the CPU was. The scenario runner keeps virtual time, so this says
+//! how long a run took to compute, not how it went; a network in real time
+//! ([`crate::net::Network::new`]) would slow down with a saturated CPU.
 
 use std::time::{Duration, Instant};
 

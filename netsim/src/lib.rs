@@ -4,9 +4,11 @@
 //! socket whose datagrams travel through [`net::Network`]: host uplinks and
 //! downlinks, each datacenter's WAN links in and out, per-path latency, jitter
 //! and loss, with drop-tail queues. The real seed, tracker, agent and swarm code
-//! runs unchanged on top, in one process and in wall-clock time (quinn reads the
-//! real clock), so every run also reports how busy the CPU was: a saturated CPU
-//! makes the network model lie.
+//! runs unchanged on top, in one process, in virtual time: a paused tokio clock
+//! that quinn, the agents and the network all read, which moves only when every
+//! task waits. CPU work takes no simulated time, so a saturated machine makes a
+//! run take longer but does not change its figures (the wall-clock mode of
+//! [`net::Network::new`] remains for the model's own tests).
 //!
 //! - [`topology`]: the TOML topologies under `netsim/topologies/`.
 //! - [`bound`]: the lower bound T_lb of DESIGN.md, from a topology.

@@ -1,6 +1,11 @@
 //! The packet-level network model: links, queues, latency, jitter and loss.
 //!
-//! quinn reads the real clock, so the model runs in wall-clock time. A datagram
+//! The model keeps time in one of two clocks. [`Network::new`] runs in
+//! wall-clock time on its own thread. [`Network::new_virtual`] runs as a task
+//! of a paused current-thread tokio runtime: quinn, the agents and the engine
+//! all read tokio's clock, which only moves when every task waits, so CPU time
+//! costs no simulated time and a busy machine no longer slows the network
+//! down (DESIGN.md, "netsim runs in real time", and docs/netsim.md). A datagram
 //! from host `s` in datacenter `a` to host `d` in datacenter `b` crosses
 //! `s`'s uplink, then (if `a != b`) `a`'s WAN-out link, the one-way latency
 //! plus jitter and `b`'s WAN-in link (if `a == b`: the intra-DC latency plus
@@ -11,10 +16,13 @@
 //! moment a packet joins it, each link is just the time its backlog drains
 //! (`busy`), and a packet costs one event per hop: its arrival at the next one.
 //! Arrivals from many senders meet at WAN links and downlinks, so they must be
-//! handled in time order: a discrete-event engine (a binary heap) on its own
-//! thread sleeps on a condvar until the next event. Tokio's 1 ms timers are too
+//! handled in time order: a discrete-event engine (a binary heap). In real
+//! time it sleeps on a condvar on its own thread: tokio's 1 ms timers are too
 //! coarse for 0.25 ms intra-DC latency and the 0.1-1 ms a packet takes to
-//! serialise, hence a std thread.
+//! serialise. In virtual time every task wakes on tokio's 1 ms ticks anyway;
+//! the engine computes each hop at its exact time and hands a datagram over at
+//! the tick nearest to its arrival, so latency is off by at most half a tick
+//! and never accumulates over hops.
 //!
 //! The uplink is the exception: a host's sends are already in time order, so its
 //! hop is computed in [`crate::socket::SimSocket::try_send`], and instead of
@@ -44,6 +52,9 @@ const MIN_QUEUE_PACKETS: u64 = 4;
 pub(crate) const RECV_QUEUE_BYTES: usize = 8 << 20;
 /// The engine's `sleep_until` while it is awake: senders need not notify it.
 const AWAKE: u64 = 0;
+/// In virtual time, events this close to the current tick are handled on it:
+/// half of tokio's 1 ms tick, so each arrival lands on the nearest tick.
+const HALF_TICK_NS: u64 = 500_000;
 
 /// Traffic counters, in UDP payload bytes (what quinn hands to the socket).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -99,7 +110,7 @@ impl std::fmt::Debug for Network {
 impl Network {
     /// Starts the engine; `seed` makes loss and jitter repeatable.
     pub fn new(topo: &Topology, seed: u64) -> Arc<Network> {
-        let shared = Arc::new(Shared::new(topo, seed));
+        let shared = Arc::new(Shared::new(topo, seed, Clock::Real(Instant::now())));
         let engine = shared.clone();
         let thread = std::thread::Builder::new()
             .name("netsim-engine".into())
@@ -109,6 +120,26 @@ impl Network {
             shared,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Starts the engine as a task on the current tokio runtime, in tokio's
+    /// clock. Meant for a current-thread runtime whose clock is paused
+    /// (`start_paused`): simulated time then moves only when every task waits,
+    /// so results do not depend on how fast the machine is. Everything that
+    /// uses the network must read tokio's clock too. Panics outside a runtime.
+    pub fn new_virtual(topo: &Topology, seed: u64) -> Arc<Network> {
+        let clock = Clock::Virtual(tokio::time::Instant::now());
+        let shared = Arc::new(Shared::new(topo, seed, clock));
+        tokio::spawn(shared.clone().run_virtual());
+        Arc::new(Network {
+            shared,
+            thread: Mutex::new(None),
+        })
+    }
+
+    /// Whether this network keeps virtual time ([`Network::new_virtual`]).
+    pub fn is_virtual(&self) -> bool {
+        matches!(self.shared.clock, Clock::Virtual(_))
     }
 
     /// The socket of host `ix` (index into `topo.hosts`), bound to its address.
@@ -204,7 +235,7 @@ impl Network {
             eng.slab.clear();
             eng.free.clear();
         }
-        self.shared.wake_engine.notify_one();
+        self.shared.wake();
         let handle = lock(&self.thread).take();
         if let Some(h) = handle {
             // The engine only panics on a bug; its state is gone either way.
@@ -233,14 +264,24 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// What the engine thread, the sockets and the [`Network`] handle share.
 pub(crate) struct Shared {
-    epoch: Instant,
+    clock: Clock,
     pub(crate) mtu: usize,
     pub(crate) hosts: Vec<HostShared>,
     dcs: Vec<DcShared>,
     pub(crate) counters: Counters,
     by_addr: HashMap<SocketAddr, u32>,
     pub(crate) engine: Mutex<Engine>,
+    /// Wakes the engine: the thread's condvar in real time, the task's
+    /// `Notify` in virtual time (one stored permit covers a wake-up sent
+    /// between its last look and its wait).
     wake_engine: Condvar,
+    wake_task: tokio::sync::Notify,
+}
+
+/// Where the network's time comes from; see the module docs.
+enum Clock {
+    Real(Instant),
+    Virtual(tokio::time::Instant),
 }
 
 pub(crate) struct HostShared {
@@ -390,6 +431,17 @@ pub(crate) struct Engine {
     pub(crate) stopped: bool,
 }
 
+/// What [`Shared::turn`] left to do.
+enum Turn {
+    Stopped,
+    /// Datagrams and wake-ups to hand out (outside the engine lock).
+    Flush,
+    /// A full batch was handled; more may be due.
+    Again,
+    /// Nothing due; the next event's time, if any.
+    Idle(Option<u64>),
+}
+
 /// The outcome of [`Shared::send`].
 pub(crate) enum Sent {
     Accepted,
@@ -397,7 +449,7 @@ pub(crate) enum Sent {
 }
 
 impl Shared {
-    fn new(topo: &Topology, seed: u64) -> Shared {
+    fn new(topo: &Topology, seed: u64, clock: Clock) -> Shared {
         let mtu = usize::from(topo.mtu);
         let ndc = topo.dcs.len();
         let hosts = topo
@@ -464,7 +516,7 @@ impl Shared {
             stopped: false,
         };
         Shared {
-            epoch: Instant::now(),
+            clock,
             mtu,
             by_addr: topo
                 .hosts
@@ -477,12 +529,23 @@ impl Shared {
             counters: Counters::default(),
             engine: Mutex::new(engine),
             wake_engine: Condvar::new(),
+            wake_task: tokio::sync::Notify::new(),
         }
     }
 
     /// Nanoseconds since the network started.
     pub(crate) fn now(&self) -> u64 {
-        ns(self.epoch.elapsed())
+        ns(match &self.clock {
+            Clock::Real(epoch) => epoch.elapsed(),
+            Clock::Virtual(epoch) => epoch.elapsed(),
+        })
+    }
+
+    fn wake(&self) {
+        match self.clock {
+            Clock::Real(_) => self.wake_engine.notify_one(),
+            Clock::Virtual(_) => self.wake_task.notify_one(),
+        }
     }
 
     /// The host at `addr` (IPv4-mapped IPv6 addresses included).
@@ -557,7 +620,7 @@ impl Shared {
         if earliest < eng.sleep_until {
             eng.sleep_until = AWAKE;
             drop(guard);
-            self.wake_engine.notify_one();
+            self.wake();
         }
         Sent::Accepted
     }
@@ -589,42 +652,28 @@ impl Shared {
             if t < eng.sleep_until {
                 eng.sleep_until = AWAKE;
                 drop(eng);
-                self.wake_engine.notify_one();
+                self.wake();
             }
         }
         false
     }
 
-    /// The engine thread.
+    /// The engine thread (real time).
     fn run(self: Arc<Self>) {
         let mut out = Outbox::default();
         let mut eng = lock(&self.engine);
         loop {
-            if eng.stopped {
-                return;
-            }
-            let now = self.now();
-            let horizon = now + EARLY_NS;
-            let mut n = 0;
-            while let Some(&Reverse((t, _, slot, stage))) = eng.heap.peek() {
-                if t > horizon || n == BATCH {
-                    break;
+            let next = match self.turn(&mut eng, &mut out, EARLY_NS) {
+                Turn::Stopped => return,
+                Turn::Flush => {
+                    drop(eng);
+                    self.flush(&mut out);
+                    eng = lock(&self.engine);
+                    continue;
                 }
-                eng.heap.pop();
-                n += 1;
-                self.handle(&mut eng, t, slot, stage, &mut out);
-            }
-            if !out.is_empty() {
-                drop(eng);
-                self.flush(&mut out);
-                eng = lock(&self.engine);
-                continue;
-            }
-            if n == BATCH {
-                continue;
-            }
-            let next = eng.heap.peek().map(|Reverse((t, ..))| *t);
-            eng.sleep_until = next.unwrap_or(u64::MAX);
+                Turn::Again => continue,
+                Turn::Idle(next) => next,
+            };
             eng = match next {
                 // Wake a little early: events within EARLY_NS are handled together.
                 Some(t) => {
@@ -642,6 +691,67 @@ impl Shared {
             };
             eng.sleep_until = AWAKE;
         }
+    }
+
+    /// The engine task (virtual time).
+    async fn run_virtual(self: Arc<Self>) {
+        let Clock::Virtual(epoch) = self.clock else {
+            return;
+        };
+        let mut out = Outbox::default();
+        loop {
+            let turn = self.turn(&mut lock(&self.engine), &mut out, HALF_TICK_NS);
+            let next = match turn {
+                Turn::Stopped => return,
+                Turn::Flush => {
+                    self.flush(&mut out);
+                    continue;
+                }
+                // A long batch: let the hosts run before the next one.
+                Turn::Again => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Turn::Idle(next) => next,
+            };
+            match next {
+                Some(t) => {
+                    let at = epoch + Duration::from_nanos(t.saturating_sub(HALF_TICK_NS));
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = self.wake_task.notified() => {}
+                    }
+                }
+                None => self.wake_task.notified().await,
+            }
+            lock(&self.engine).sleep_until = AWAKE;
+        }
+    }
+
+    /// Handles the events due by `now + early`, at most [`BATCH`] of them.
+    fn turn(&self, eng: &mut Engine, out: &mut Outbox, early: u64) -> Turn {
+        if eng.stopped {
+            return Turn::Stopped;
+        }
+        let horizon = self.now() + early;
+        let mut n = 0;
+        while let Some(&Reverse((t, _, slot, stage))) = eng.heap.peek() {
+            if t > horizon || n == BATCH {
+                break;
+            }
+            eng.heap.pop();
+            n += 1;
+            self.handle(eng, t, slot, stage, out);
+        }
+        if !out.is_empty() {
+            return Turn::Flush;
+        }
+        if n == BATCH {
+            return Turn::Again;
+        }
+        let next = eng.heap.peek().map(|Reverse((t, ..))| *t);
+        eng.sleep_until = next.unwrap_or(u64::MAX);
+        Turn::Idle(next)
     }
 
     /// One event at time `t`.

@@ -4,7 +4,11 @@
 //! installed and verified it, then the delta release the same way.
 //!
 //! Each strategy runs in its own tokio runtime, dropped at the end, so nothing
-//! one strategy spawned can disturb the next.
+//! one strategy spawned can disturb the next. The runtime is a current-thread
+//! one with its clock paused: the network, quinn and every agent keep virtual
+//! time, which moves only while all of them wait, so a saturated CPU slows the
+//! run down but does not change what it measures (docs/netsim.md, "Virtual
+//! time"). Disk work goes through `spawn_blocking`, which holds the clock.
 
 use crate::net::{NetStats, Network};
 use crate::prepare::{self, FIRST_TAG, Prepared, SECOND_TAG, Source};
@@ -19,7 +23,9 @@ use shoal_node::config::AgentConfig;
 use shoal_seed::seed::{Seed, SeedConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Simulated time is tokio's (paused) clock; the CPU figures use the wall clock.
+use tokio::time::Instant;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -155,12 +161,13 @@ pub fn run(s: &Scenario, on: &(dyn Fn(Event) + Sync)) -> Result<Outcome, RunErro
     });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu0 = cpu::process_time();
-    let wall0 = Instant::now();
+    let wall0 = std::time::Instant::now();
     let mut runs = Vec::new();
     for &k in &s.strategies {
         let dir = s.work.join(k.name());
-        let rt = tokio::runtime::Builder::new_multi_thread()
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(true)
             .build()
             .map_err(|cause| RunError::Io {
                 path: dir.clone(),
@@ -199,7 +206,7 @@ async fn run_strategy(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let fleet = start_fleet(s, p, k, dir).await?;
     let cpu0 = cpu::process_time();
-    let wall0 = Instant::now();
+    let wall0 = std::time::Instant::now();
     let first = distribute(s, p, &fleet, k, FIRST_TAG, "release", on).await?;
     let mut last_tag = FIRST_TAG;
     let delta = match &p.delta {
@@ -240,7 +247,7 @@ async fn start_fleet(
     dir: &Path,
 ) -> Result<Fleet, RunError> {
     let topo = &s.topology;
-    let net = Network::new(topo, s.seed);
+    let net = Network::new_virtual(topo, s.seed);
     let rtt = topo.max_rtt();
     let seed_host = topo.seed();
     let seed_store = prepare::seed_store(&p.master, &dir.join("seed-store"))?;

@@ -2,8 +2,13 @@
 //! links and latencies say they should, real quinn connections run at the link
 //! rate and survive loss, full queues drop, and a cut datacenter goes dark.
 //!
-//! netsim runs in wall-clock time, so these tests measure real time. Bounds are
-//! 10% unless a comment says why not; every test has a deadline.
+//! Most tests run the network in wall-clock time ([`Network::new`]) and so
+//! measure real time; bounds are 10% unless a comment says why not. The
+//! `virtual_*` tests run it in a paused runtime's virtual time
+//! ([`Network::new_virtual`], what `shoal bench` uses), where the model's
+//! arithmetic must hold to half a tick and a busy CPU must change nothing.
+//! Time is read from tokio's clock, which is the wall clock unless paused.
+//! Every test has a deadline.
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
@@ -17,7 +22,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 const MTU: usize = 1452;
 
@@ -146,7 +152,7 @@ fn receiver(
             let mut bufs: Vec<IoSliceMut<'_>> =
                 storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
             let n = match tokio::time::timeout_at(
-                until.into(),
+                until,
                 poll_fn(|cx| socket.poll_recv(cx, &mut bufs, &mut metas)),
             )
             .await
@@ -811,4 +817,130 @@ async fn engine_cost() {
         (e1 - e0) / wall * 100.0,
         (p1 - p0) / wall * 100.0
     );
+}
+
+/// In virtual time the hops' arithmetic holds to the tick: one datagram
+/// across datacenters and one inside, then a 4 MB burst, each within half of
+/// tokio's 1 ms tick (where the engine hands datagrams over) of the model.
+#[tokio::test(start_paused = true)]
+async fn virtual_datagrams_take_the_time_the_model_says() {
+    let topo = two_dcs(1, 40.0, 40.0, 100.0, 20.0, 0.0, 0.0);
+    let (up, wan) = (topo.hosts[1].upload, topo.dcs[0].wan_out);
+    let down = topo.hosts[2].download;
+    let net = Network::new_virtual(&topo, 1);
+    assert!(net.is_virtual());
+    let (src, dst, seed) = (net.socket(a(0)), net.socket(b(1, 0)), net.socket(SEED));
+    let mut tx_side = Sender::new(src);
+    let across = tx(MTU, up) + 2.0 * tx(MTU, wan) + tx(MTU, down) + 0.020;
+    let inside = tx(MTU, up) + 0.000_25 + tx(MTU, topo.hosts[SEED].download);
+    for (sock, ix, model) in [(&dst, b(1, 0), across), (&seed, SEED, inside)] {
+        let rx = receiver(sock.clone(), 1, Instant::now() + Duration::from_secs(2));
+        let sent = Instant::now();
+        tx_side.send(topo.hosts[ix].addr, 0, MTU).await;
+        let got = rx.await.unwrap();
+        assert_eq!(got.len(), 1, "the packet arrived");
+        let took = (got[0].at - sent).as_secs_f64();
+        eprintln!(
+            "one packet to host {ix}: {:.3} ms, model {:.3} ms",
+            took * 1e3,
+            model * 1e3
+        );
+        assert!(
+            (took - model).abs() <= 0.000_5,
+            "{took:.6} s, model {model:.6} s"
+        );
+    }
+    let n = 4_000_000 / MTU;
+    let rx = receiver(dst.clone(), n, Instant::now() + Duration::from_secs(10));
+    let start = Instant::now();
+    for seq in 0..n as u64 {
+        tx_side.send(topo.hosts[b(1, 0)].addr, seq, MTU).await;
+    }
+    let got = rx.await.unwrap();
+    assert_eq!(
+        got.len(),
+        n,
+        "nothing dropped: the uplink pushed back instead"
+    );
+    assert!(got.windows(2).all(|w| w[0].seq < w[1].seq), "in order");
+    let took = (got.last().unwrap().at - start).as_secs_f64();
+    let model = tx(n * MTU, up) + across - tx(MTU, up);
+    eprintln!("burst of {n} packets: {took:.4} s, model {model:.4} s");
+    // Half a tick, plus the tick on which the sender learns its uplink drained.
+    assert!(
+        (took - model).abs() <= 0.002,
+        "{took:.6} s, model {model:.6} s"
+    );
+}
+
+/// A quinn stream in virtual time: the steady rate is the link's (as in real
+/// time, within 10%), and a task burning the CPU meanwhile, which in real time
+/// would starve the transfer, leaves its simulated duration where it was: CPU
+/// time costs no simulated time.
+#[tokio::test(start_paused = true)]
+async fn virtual_time_is_not_slowed_by_a_busy_cpu() {
+    let topo = two_dcs(1, 50.0, 50.0, 100.0, 20.0, 0.0, 0.0);
+    let len = 4_000_000;
+    let data = payload(len);
+    let want = blake3::hash(&data);
+    let mut runs = Vec::new();
+    for burn in [false, true] {
+        let net = Network::new_virtual(&topo, 1);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let burner = burn.then(|| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut spins = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // 2 ms of real CPU inside every simulated millisecond.
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < Duration::from_millis(2) {
+                        std::hint::spin_loop();
+                    }
+                    spins += 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                spins
+            })
+        });
+        let wall = std::time::Instant::now();
+        let t = tokio::time::timeout(
+            Duration::from_secs(30),
+            transfer(&net, &topo, a(0), b(1, 0), data.clone()),
+        )
+        .await
+        .expect("transfer within 30 simulated seconds");
+        let wall = wall.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let spins = match burner {
+            Some(b) => b.await.unwrap(),
+            None => 0,
+        };
+        assert_eq!(t.hash, want, "intact");
+        let st = net.stats();
+        let overhead = st.hosts[a(0)].sent_bytes as f64 / len as f64;
+        let steady = (len / 4 * 3) as f64 / (t.quarters[3] - t.quarters[0]).as_secs_f64();
+        eprintln!(
+            "burn {burn}: {:.4} simulated s, {:.2} wall s, {spins} spins of 2 ms",
+            t.total.as_secs_f64(),
+            wall.as_secs_f64()
+        );
+        assert_near(
+            "steady UDP rate",
+            steady * overhead,
+            topo.hosts[a(0)].upload as f64,
+            0.10,
+        );
+        if burn {
+            // The burner really ran: at least 2 ms of CPU per simulated ms.
+            assert!(
+                f64::from(spins) * 0.002 >= t.total.as_secs_f64() * 0.9,
+                "{spins} spins in {:?}",
+                t.total
+            );
+        }
+        runs.push(t.total.as_secs_f64());
+        net.shutdown();
+    }
+    assert_near("simulated time with a busy CPU", runs[1], runs[0], 0.03);
 }

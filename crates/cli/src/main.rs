@@ -80,7 +80,8 @@ enum Command {
         /// DC:AT:LENGTH in seconds from the announcement, e.g. dc3:2:30.
         #[arg(long, value_name = "DC:AT:LENGTH")]
         cut: Option<String>,
-        /// `packet`: real QUIC over the simulated network, in real time.
+        /// `packet`: real QUIC over the simulated network, in virtual time
+        /// (CPU work takes no simulated time; a busy machine only runs longer).
         /// `flow`: the same swarm decisions with flows in virtual time, for
         /// fleets of thousands (the release counts as --size bytes of
         /// incompressible data; no --tree, --delta or --cut).

@@ -261,9 +261,9 @@ async fn tracker_loop(
 #[derive(Default)]
 struct Seen {
     /// Releases whose manifest no peer had yet, and since when.
-    waiting: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
+    waiting: std::collections::HashMap<shoal_bundle::Hash, tokio::time::Instant>,
     /// When each fetching release's peer list was last asked for.
-    listed: std::collections::HashMap<shoal_bundle::Hash, std::time::Instant>,
+    listed: std::collections::HashMap<shoal_bundle::Hash, tokio::time::Instant>,
     /// Releases refused as not fresh, and why.
     refused: std::collections::BTreeMap<shoal_bundle::Hash, Refusal>,
 }
@@ -271,7 +271,7 @@ struct Seen {
 /// A release refused as not fresh.
 struct Refusal {
     why: String,
-    at: std::time::Instant,
+    at: tokio::time::Instant,
     /// Refused as expired by this host's clock, which may have been wrong (a
     /// jump forward): asked about again every `RECHECK_EXPIRED`. A release
     /// not newer than one installed stays refused.
@@ -316,7 +316,9 @@ async fn poll_once(
             if node.knows(&ad.id) || installed.contains(&ad.tag) || settled {
                 continue;
             }
-            let since = *waiting.entry(ad.id).or_insert_with(std::time::Instant::now);
+            let since = *waiting
+                .entry(ad.id)
+                .or_insert_with(tokio::time::Instant::now);
             let Some(signed) = fetch_manifest(node, tracker, ad.id, since).await? else {
                 continue; // asked again at the next poll
             };
@@ -333,7 +335,7 @@ async fn poll_once(
                         let expired =
                             matches!(e, shoal_bundle::error::ManifestError::Expired { .. });
                         let why = e.to_string();
-                        let at = std::time::Instant::now();
+                        let at = tokio::time::Instant::now();
                         refused.insert(ad.id, Refusal { why, at, expired });
                         continue;
                     }
@@ -362,7 +364,7 @@ async fn poll_once(
             {
                 continue;
             }
-            listed.insert(id, std::time::Instant::now());
+            listed.insert(id, tokio::time::Instant::now());
             let reply = node
                 .request(tracker, &Msg::GetPeers { id }, MAX_CONTROL)
                 .await?;
@@ -408,7 +410,7 @@ async fn fetch_manifest(
     node: &Arc<Node>,
     tracker: u64,
     id: shoal_bundle::Hash,
-    since: std::time::Instant,
+    since: tokio::time::Instant,
 ) -> Result<Option<Vec<u8>>, AgentError> {
     let rank = |host: &str| shoal_swarm::release_rank(host, &id);
     // Asked for as a patch against the newest release held here: a deploy

@@ -13,8 +13,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so a simulated fleet (netsim) can run in virtual time.
 use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
+use tokio::time::Instant;
 
 /// How long `Have`s wait to be sent together: briefly inside a datacenter
 /// (chunks spread hop by hop there), longer across, where peers fetch only
@@ -31,7 +33,7 @@ const HAVE_BATCH_MAX: usize = 8192;
 struct HaveBatch {
     chunks: HashMap<Hash, Vec<u32>>,
     len: usize,
-    due: tokio::time::Instant,
+    due: Instant,
 }
 
 impl Default for HaveBatch {
@@ -39,7 +41,7 @@ impl Default for HaveBatch {
         HaveBatch {
             chunks: HashMap::new(),
             len: 0,
-            due: tokio::time::Instant::now(),
+            due: Instant::now(),
         }
     }
 }
@@ -55,7 +57,7 @@ impl HaveBatch {
 
     fn add(&mut self, id: Hash, chunks: Vec<u32>, delay: Duration) {
         if self.len == 0 {
-            self.due = tokio::time::Instant::now() + delay;
+            self.due = Instant::now() + delay;
         }
         self.len += chunks.len();
         self.chunks.entry(id).or_default().extend(chunks);
@@ -1044,8 +1046,44 @@ impl Node {
     }
 
     /// Closes every connection with a word to the peers, so they notice at once.
+    /// What QUIC sent on this node's connections, in its datacenter and
+    /// across (`RUST_LOG=shoal_node::quic=debug`): where overhead and
+    /// retransmissions go.
+    fn log_quic_totals(&self) {
+        let peers: Vec<Arc<Peer>> = {
+            let st = self.state.lock().expect("state lock");
+            st.peers.values().cloned().collect()
+        };
+        // [local, cross]: UDP bytes sent, lost bytes, lost packets, stream bytes.
+        let mut t = [[0u64; 4]; 2];
+        for p in peers {
+            let s = p.conn.stats();
+            let k = usize::from(p.dc != self.opts.dc);
+            t[k][0] += s.udp_tx.bytes;
+            t[k][1] += s.path.lost_bytes;
+            t[k][2] += s.path.lost_packets;
+            t[k][3] += s.frame_tx.stream;
+        }
+        tracing::debug!(
+            target: "shoal_node::quic",
+            host = %self.opts.host,
+            local_udp_tx = t[0][0],
+            local_lost_bytes = t[0][1],
+            local_lost_packets = t[0][2],
+            local_stream_frames = t[0][3],
+            cross_udp_tx = t[1][0],
+            cross_lost_bytes = t[1][1],
+            cross_lost_packets = t[1][2],
+            cross_stream_frames = t[1][3],
+            "quic totals"
+        );
+    }
+
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        if tracing::enabled!(target: "shoal_node::quic", tracing::Level::DEBUG) {
+            self.log_quic_totals();
+        }
         self.endpoint.close(0u32.into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }

@@ -109,7 +109,7 @@ impl Orders {
                 signature,
             } => match self.open(&order, &key, &signature) {
                 Ok(o) => {
-                    let start = std::time::Instant::now();
+                    let start = tokio::time::Instant::now();
                     let report = self.carry_out(o).await;
                     let outcome = if report.ok { "ok" } else { "failed" };
                     self.durations

@@ -15,8 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+// tokio's clock, so a simulated fleet (netsim) can run in virtual time.
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 /// The deploy lock's time-to-live; it is renewed at a third of it.
 const LOCK_TTL_S: u32 = 60;

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+// tokio's clock, so a simulated fleet (netsim) can run in virtual time.
+use tokio::time::Instant;
 
 /// Hosts not heard from for this long are left out of peer lists.
 const STALE_S: u64 = 60;

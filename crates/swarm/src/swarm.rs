@@ -101,6 +101,12 @@ pub struct Stats {
     pub cross_taken_over: u64,
     /// Of those, chunks whose assignee was not connected.
     pub cross_taken_unconnected: u64,
+    /// Requests answered `Busy` (the peer's upload queue was full).
+    pub busy: u64,
+    /// Endgame requests (a second peer asked for a chunk in flight), and
+    /// those across datacenters.
+    pub endgame: u64,
+    pub endgame_cross: u64,
 }
 
 struct Peer {
@@ -539,6 +545,7 @@ impl Swarm {
     pub fn on_busy(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
         self.now = self.now.max(now);
         self.end_request(peer, chunk);
+        self.stats.busy += 1;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.busy_until = now + self.cfg.busy_backoff;
         }
@@ -736,9 +743,14 @@ impl Swarm {
         if self.peers.get(&peer).is_some_and(|p| !p.local) {
             self.refresh_progress(now);
         }
+        let endgame = self.inflight.contains(chunk);
         self.wanted.clear(chunk as usize);
         self.inflight.push(chunk, peer, now);
         let p = self.peers.get_mut(&peer).expect("known peer");
+        if endgame {
+            self.stats.endgame += 1;
+            self.stats.endgame_cross += u64::from(!p.local);
+        }
         p.inflight += 1;
         if !p.local {
             self.cross_inflight += 1;

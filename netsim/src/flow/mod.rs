@@ -1,8 +1,9 @@
 //! The flow-level model: the swarm's production decisions for fleets far
 //! larger than one machine can run as QUIC endpoints, in virtual time.
 //!
-//! The packet-level runner ([`crate::run`]) is faithful but runs in real time
-//! on real sockets, so a 2-core machine holds tens of hosts. At a thousand
+//! The packet-level runner ([`crate::run`]) is faithful but runs every host's
+//! QUIC, hashing and disk work on this machine (in virtual time, so slowly
+//! rather than wrongly), so a 2-core machine holds tens of hosts. At a thousand
 //! hosts and more, what decides a swarm is which chunk is asked for, from
 //! whom, and how the datacenter boundary is crossed: the tracker's peer lists,
 //! the agent's reading of them and the [`shoal_swarm::Swarm`] of each host.
