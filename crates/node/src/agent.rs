@@ -323,6 +323,7 @@ async fn poll_once(
                 continue; // asked again at the next poll
             };
             waiting.remove(&ad.id);
+            let waited_ms = since.elapsed().as_millis() as u64;
             match open_signed(&signed, trusted) {
                 Ok(v) if v.id == ad.id => {
                     // Rollback and freeze attacks: an older release announced
@@ -342,7 +343,12 @@ async fn poll_once(
                     if refused.remove(&ad.id).is_some() {
                         tracing::warn!(tag = %ad.tag, "no longer expired by this host's clock");
                     }
-                    tracing::info!(tag = %v.manifest.tag, id = %v.id, "joining swarm");
+                    tracing::info!(
+                        tag = %v.manifest.tag,
+                        id = %v.id,
+                        waited_ms,
+                        "joining swarm"
+                    );
                     node.fetch(v);
                 }
                 Ok(_) => tracing::error!(tag = %ad.tag, "tracker sent a manifest with another id"),

@@ -17,9 +17,18 @@ struct Setup {
     node: Arc<Node>,
     client: Identity,
     id: Hash,
+    /// The release, when [`setup_unknown`] left it out of the node.
+    withheld: Option<shoal_bundle::signing::Verified>,
 }
 
 async fn setup() -> Setup {
+    let mut s = setup_unknown().await;
+    s.node.add_complete(s.withheld.take().expect("withheld"));
+    s
+}
+
+/// A node that does not know the release yet: the test adds it.
+async fn setup_unknown() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cluster = d.join("cluster");
@@ -47,12 +56,12 @@ async fn setup() -> Setup {
     )
     .unwrap();
     let node = Node::start(options(store, key.public()), ep, None);
-    node.add_complete(release);
     Setup {
         client: Identity::load(&d.join("client")).unwrap(),
         _dir: dir,
         node,
         id,
+        withheld: Some(release),
     }
 }
 
@@ -209,4 +218,51 @@ async fn hello_must_name_the_certificate_holder() {
     send_msg(&mut send, &Msg::Hello(h)).await.unwrap();
     expect_closed(&conn, "hello with another host's name").await;
     assert_eq!(s.node.peer_count(), 0);
+}
+
+/// Asks the node for the release's manifest on a new stream.
+async fn ask_manifest(conn: &quinn::Connection, id: Hash) -> Option<Msg> {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send_msg(&mut send, &Msg::GetManifest { id }).await.unwrap();
+    let _ = send.finish();
+    recv_msg(&mut recv, shoal_proto::MAX_MANIFEST)
+        .await
+        .unwrap()
+}
+
+/// A host below this one in the manifest tree asks before this host has the
+/// manifest: the request is held and answered as soon as the release becomes
+/// known here, not refused; one for a release that never comes is refused
+/// after the bounded wait, and the node goes on serving.
+#[tokio::test]
+async fn a_manifest_asked_for_early_is_answered_once_it_arrives() {
+    let mut s = setup_unknown().await;
+    let (conn, _send, _recv) = hello(&s).await;
+    let asked = tokio::time::Instant::now();
+    let early = tokio::spawn({
+        let conn = conn.clone();
+        let id = s.id;
+        async move { ask_manifest(&conn, id).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !early.is_finished(),
+        "answered before the release was known"
+    );
+    s.node.add_complete(s.withheld.take().unwrap());
+    let reply = early.await.unwrap();
+    let took = asked.elapsed();
+    assert!(matches!(reply, Some(Msg::Manifest { .. })), "{reply:?}");
+    assert!(took < Duration::from_secs(1), "held {took:?}");
+
+    let never = Hash([7; 32]);
+    let asked = tokio::time::Instant::now();
+    let reply = ask_manifest(&conn, never).await;
+    let took = asked.elapsed();
+    assert!(matches!(reply, Some(Msg::Error { .. })), "{reply:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "refused after {took:?}"
+    );
+    fetch_ok(&s).await;
 }
