@@ -351,10 +351,14 @@ impl<'a> Sim<'a> {
             peers: vec![Vec::new(); n],
             queue: vec![VecDeque::new(); n],
             busy: vec![0; n],
-            // Fewer, faster uploads than the agent's 32 for large pieces, but
-            // enough that an uplink shared with slower downlinks stays full
-            // (8 measured best on 10dc-1000; 4 and 32 were slower).
-            slots: scaled(SLOTS).max(8),
+            // Fewer, faster uploads than the agent's 32 for large pieces: a
+            // piece is passed on only once whole, and each of k slots gets a
+            // k-th of the uplink, so every hop through a datacenter costs k
+            // piece times. Enough that an uplink shared with slower
+            // downlinks stays full. On 10dc-1000 (x T_lb): 2 slots 1.97,
+            // 3 1.86, 4 1.64, 5 1.62, 6 1.64, 8 1.75, 16 2.56; on 10dc-10000:
+            // 4 1.99, 5 1.97, 6 2.04, 8 2.23.
+            slots: scaled(SLOTS).max(5),
             pending: Vec::new(),
             is_pending: vec![false; n],
             flows: Vec::new(),
