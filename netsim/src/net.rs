@@ -81,10 +81,18 @@ pub struct HostStats {
     pub recv_packets: u64,
 }
 
+/// Datagrams below this many bytes are counted apart at a WAN link: chunk
+/// data travels in full-sized packets, acknowledgements and most control
+/// messages in small ones.
+pub const SMALL_DATAGRAM: usize = 600;
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct DcStats {
     /// Passed through the datacenter's inbound WAN link (entered the datacenter).
     pub wan_in_bytes: u64,
+    /// Of those, in datagrams shorter than [`SMALL_DATAGRAM`]: acknowledgements
+    /// and control messages rather than chunk data.
+    pub wan_in_small_bytes: u64,
     /// Passed through its outbound WAN link.
     pub wan_out_bytes: u64,
     /// Dropped at the inbound / outbound WAN link (full queue or cut).
@@ -170,6 +178,7 @@ impl Network {
                 .iter()
                 .map(|d| DcStats {
                     wan_in_bytes: d.wan_in_bytes.load(Relaxed),
+                    wan_in_small_bytes: d.wan_in_small_bytes.load(Relaxed),
                     wan_out_bytes: d.wan_out_bytes.load(Relaxed),
                     wan_in_dropped: d.wan_in_dropped.load(Relaxed),
                     wan_out_dropped: d.wan_out_dropped.load(Relaxed),
@@ -307,6 +316,7 @@ pub(crate) struct HostCounters {
 struct DcShared {
     cut: AtomicBool,
     wan_in_bytes: AtomicU64,
+    wan_in_small_bytes: AtomicU64,
     wan_out_bytes: AtomicU64,
     wan_in_dropped: AtomicU64,
     wan_out_dropped: AtomicU64,
@@ -807,6 +817,9 @@ impl Shared {
                     return eng.release(slot);
                 };
                 dc.wan_in_bytes.fetch_add(len as u64, Relaxed);
+                if len < SMALL_DATAGRAM {
+                    dc.wan_in_small_bytes.fetch_add(len as u64, Relaxed);
+                }
                 eng.push(done, slot, Stage::Down);
             }
             Stage::Down => match eng.down[dst].offer(t, len) {

@@ -412,6 +412,7 @@ fn timeline(fleet: &Fleet, elapsed: Duration, verified: usize) {
     let seed_up = net.hosts.first().map_or(0, |h| h.sent_bytes);
     let recv: u64 = net.hosts.iter().skip(1).map(|h| h.recv_bytes).sum();
     let wan: Vec<u64> = net.dcs.iter().map(|d| d.wan_in_bytes >> 20).collect();
+    let small: Vec<u64> = net.dcs.iter().map(|d| d.wan_in_small_bytes >> 10).collect();
     tracing::debug!(
         target: "shoal_netsim::timeline",
         t = format!("{:.1}", elapsed.as_secs_f64()),
@@ -420,6 +421,7 @@ fn timeline(fleet: &Fleet, elapsed: Duration, verified: usize) {
         seed_up_mib = seed_up >> 20,
         recv_mib = recv >> 20,
         wan_in_mib = ?wan,
+        wan_in_small_kib = ?small,
         dropped_queue = net.dropped_queue,
         dropped_loss = net.dropped_loss,
         "timeline"

@@ -264,7 +264,18 @@ async fn raw_datagrams_take_the_time_the_model_says() {
     assert_eq!(s.hosts[b(1, 0)].recv_packets, n as u64);
     assert_eq!(s.dcs[0].wan_out_bytes, bytes);
     assert_eq!(s.dcs[1].wan_in_bytes, bytes);
+    assert_eq!(s.dcs[1].wan_in_small_bytes, 0, "full-sized packets only");
     assert_eq!(s.dropped_queue + s.dropped_loss + s.dropped_cut, 0);
+
+    // Small datagrams (acknowledgements, control) are also counted apart.
+    let rx = receiver(dst.clone(), 3, Instant::now() + Duration::from_secs(2));
+    for seq in 0..3 {
+        tx_side.send(to, seq, 100).await;
+    }
+    assert_eq!(rx.await.unwrap().len(), 3);
+    let s = net.stats();
+    assert_eq!(s.dcs[1].wan_in_small_bytes, 300);
+    assert_eq!(s.dcs[1].wan_in_bytes, bytes + 300);
 }
 
 /// `segment_size` splits a transmit into datagrams; oversize datagrams are

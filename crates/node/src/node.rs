@@ -1115,8 +1115,9 @@ impl Node {
             let st = self.state.lock().expect("state lock");
             st.peers.values().cloned().collect()
         };
-        // [local, cross]: UDP bytes sent, lost bytes, lost packets, stream bytes.
-        let mut t = [[0u64; 4]; 2];
+        // [local, cross]: UDP bytes sent, lost bytes, lost packets, stream
+        // frames, datagrams, ACK frames, MAX_STREAMS/MAX_STREAM_DATA/MAX_DATA frames.
+        let mut t = [[0u64; 7]; 2];
         for p in peers {
             let s = p.conn.stats();
             let k = usize::from(p.dc != self.opts.dc);
@@ -1124,6 +1125,10 @@ impl Node {
             t[k][1] += s.path.lost_bytes;
             t[k][2] += s.path.lost_packets;
             t[k][3] += s.frame_tx.stream;
+            t[k][4] += s.udp_tx.datagrams;
+            t[k][5] += s.frame_tx.acks;
+            t[k][6] +=
+                s.frame_tx.max_streams_bidi + s.frame_tx.max_stream_data + s.frame_tx.max_data;
         }
         tracing::debug!(
             target: "shoal_node::quic",
@@ -1136,6 +1141,12 @@ impl Node {
             cross_lost_bytes = t[1][1],
             cross_lost_packets = t[1][2],
             cross_stream_frames = t[1][3],
+            local_datagrams = t[0][4],
+            local_ack_frames = t[0][5],
+            local_credit_frames = t[0][6],
+            cross_datagrams = t[1][4],
+            cross_ack_frames = t[1][5],
+            cross_credit_frames = t[1][6],
             "quic totals"
         );
     }
