@@ -355,9 +355,7 @@ impl<'a> Sim<'a> {
             // piece is passed on only once whole, and each of k slots gets a
             // k-th of the uplink, so every hop through a datacenter costs k
             // piece times. Enough that an uplink shared with slower
-            // downlinks stays full. On 10dc-1000 (x T_lb): 2 slots 1.97,
-            // 3 1.86, 4 1.64, 5 1.62, 6 1.64, 8 1.75, 16 2.56; on 10dc-10000:
-            // 4 1.99, 5 1.97, 6 2.04, 8 2.23.
+            // downlinks stays full. 5 measured best (sweep in docs/netsim.md).
             slots: scaled(SLOTS).max(5),
             pending: Vec::new(),
             is_pending: vec![false; n],
