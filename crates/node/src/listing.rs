@@ -1,6 +1,6 @@
 //! What an agent's swarm takes from a tracker peer list: who else in this
-//! datacenter may bring chunks across its boundary, whether this host is one
-//! of them, and whether the seed's datacenter has agents. Shared with netsim's
+//! datacenter may bring chunks across its boundary, and whether this host is
+//! one of them. Shared with netsim's
 //! flow model, which hands the tracker's lists to simulated swarms.
 
 use shoal_proto::{PeerInfo, Role};
@@ -11,7 +11,6 @@ pub struct SwarmView {
     pub members: Vec<String>,
     /// This host brings chunks into its datacenter.
     pub crosser: bool,
-    pub seed_has_neighbours: bool,
 }
 
 /// `crossers` as the tracker sent them; empty means every listed agent of
@@ -26,17 +25,9 @@ pub fn swarm_view(peers: &[PeerInfo], crossers: &[String], host: &str, dc: &str)
     } else {
         crossers.iter().filter(|h| *h != host).cloned().collect()
     };
-    let seed_dcs: Vec<&str> = peers
-        .iter()
-        .filter(|p| p.role == Role::Seed)
-        .map(|p| p.dc.as_str())
-        .collect();
     SwarmView {
         members,
         crosser: crossers.is_empty() || crossers.iter().any(|h| h == host),
-        seed_has_neighbours: peers
-            .iter()
-            .any(|p| p.role == Role::Agent && seed_dcs.contains(&p.dc.as_str())),
     }
 }
 
@@ -63,12 +54,12 @@ mod tests {
         ];
         let all = swarm_view(&peers, &[], "a0", "a");
         assert_eq!(all.members, vec!["a1", "a2"]);
-        assert!(all.crosser && all.seed_has_neighbours);
+        assert!(all.crosser);
         let some = swarm_view(&peers, &["a1".into(), "a0".into()], "a0", "a");
         assert_eq!(some.members, vec!["a1"]);
         assert!(some.crosser);
         let not = swarm_view(&peers[1..], &["a1".into()], "a2", "a");
         assert_eq!(not.members, vec!["a1"]);
-        assert!(!not.crosser && !not.seed_has_neighbours);
+        assert!(!not.crosser);
     }
 }

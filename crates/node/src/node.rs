@@ -334,6 +334,7 @@ impl Node {
             let _ = tx.send(SessionEvent::PeerUp {
                 peer: pid,
                 host: p.host.clone(),
+                dc: p.dc.clone(),
                 local: p.dc == self.opts.dc,
                 seed: p.role == Role::Seed,
             });
@@ -668,6 +669,7 @@ impl Node {
             let _ = s.send(SessionEvent::PeerUp {
                 peer: id,
                 host: hello.host.clone(),
+                dc: hello.dc.clone(),
                 local: hello.dc == self.opts.dc,
                 seed: hello.role == Role::Seed,
             });

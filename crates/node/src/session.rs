@@ -23,6 +23,7 @@ pub(crate) enum SessionEvent {
     PeerUp {
         peer: u64,
         host: String,
+        dc: String,
         local: bool,
         seed: bool,
     },
@@ -100,7 +101,11 @@ async fn run(
         Some(base) => patch::bases(manifest, &base.release.manifest),
         None => Vec::new(),
     });
-    let mut swarm = Swarm::new(node.opts.swarm.clone(), &node.opts.host, lens, have);
+    let cfg = shoal_swarm::Config {
+        dc: node.opts.dc.clone(),
+        ..node.opts.swarm.clone()
+    };
+    let mut swarm = Swarm::new(cfg, &node.opts.host, lens, have);
     swarm.advance(node.now());
     let mut tasks: HashMap<(u64, u32), AbortHandle> = HashMap::new();
     let mut cross: HashMap<u64, bool> = HashMap::new();
@@ -259,11 +264,12 @@ impl Apply<'_> {
             SessionEvent::PeerUp {
                 peer,
                 host,
+                dc,
                 local,
                 seed,
             } => {
                 self.cross.insert(peer, !local);
-                swarm.add_peer(peer, &host, local, seed);
+                swarm.add_peer(peer, &host, &dc, seed);
             }
             SessionEvent::PeerDown { peer } => {
                 swarm.remove_peer(peer);
@@ -278,7 +284,6 @@ impl Apply<'_> {
             SessionEvent::Members(view) => {
                 swarm.set_members(view.members.iter().map(String::as_str));
                 swarm.set_crosser(view.crosser);
-                swarm.set_seed_has_neighbours(view.seed_has_neighbours);
             }
             SessionEvent::Piece {
                 peer,

@@ -22,6 +22,8 @@ pub type ChunkIx = u32;
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// This host's datacenter: peers in it are local.
+    pub dc: String,
     /// Prefer the own datacenter and assign each chunk's crossing to one host.
     /// Off: every peer is equal and chosen at random (a classic BitTorrent client).
     pub locality: bool,
@@ -51,6 +53,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            dc: String::new(),
             locality: true,
             window: 16,
             seed_window: 8,
@@ -113,6 +116,8 @@ struct Peer {
     local: bool,
     seed: bool,
     key: u64,
+    /// Its datacenter's key ([`host_key`] of the name).
+    dc: u64,
     have: BitSet,
     inflight: usize,
     window: usize,
@@ -161,19 +166,19 @@ pub struct Swarm {
     /// assigned to this host.
     members_known: bool,
     born: Option<Duration>,
-    /// The seed's own datacenter has agents in this swarm (from the tracker).
-    /// They take each chunk from the seed once and pass it on, so the seed's
-    /// uplink, the floor of every distribution, carries each chunk once; other
-    /// datacenters fetch from those agents, not from the seed.
-    seed_has_neighbours: bool,
+    /// This host's datacenter's key.
+    my_dc: u64,
+    /// When some agent last got a chunk no agent held before (first asked:
+    /// now). If none has for the patience, chunks homed elsewhere are taken
+    /// from the seed too: a home that cannot reach the seed stalls nobody.
+    fresh_copy_at: Option<Duration>,
     /// This host may bring chunks into its datacenter (the tracker names a
     /// few crossers per datacenter; in a small one, every host).
     crosser: bool,
-    /// Some agent in another datacenter showed progress within the patience,
-    /// as of the last `schedule`.
-    remote_agents_live: bool,
-    /// `local_progress` and `remote_agents_live` are up to date for this
-    /// `schedule`.
+    /// The other datacenters with an agent that showed progress within the
+    /// patience, as of the last `schedule`: the homes chunks may have.
+    live_dcs: Vec<u64>,
+    /// `local_progress` and `live_dcs` are up to date for this `schedule`.
     progress_fresh: bool,
     /// Requests in flight to peers in other datacenters.
     cross_inflight: usize,
@@ -269,6 +274,8 @@ impl Swarm {
         let wanted = have.complement();
         let mut s = Swarm {
             my_key: host_key(my_host),
+            my_dc: host_key(&cfg.dc),
+            fresh_copy_at: None,
             cfg,
             lens,
             have,
@@ -283,9 +290,8 @@ impl Swarm {
             members: HashMap::new(),
             members_known: false,
             born: None,
-            seed_has_neighbours: false,
             crosser: true,
-            remote_agents_live: false,
+            live_dcs: Vec::new(),
             progress_fresh: false,
             paused_until: Duration::ZERO,
             returned: Vec::new(),
@@ -333,19 +339,20 @@ impl Swarm {
         self.actions.pop_front()
     }
 
-    /// A peer connected. `local`: same datacenter; `seed`: holds every chunk and
-    /// should be spared where agents can serve.
-    pub fn add_peer(&mut self, id: PeerId, host: &str, local: bool, seed: bool) {
+    /// A peer connected, from datacenter `dc` (local if it is this host's);
+    /// `seed`: holds every chunk and should be spared where agents can serve.
+    pub fn add_peer(&mut self, id: PeerId, host: &str, dc: &str, seed: bool) {
         if self.peers.contains_key(&id) {
             return;
         }
-        let local = local || !self.cfg.locality;
+        let local = dc == self.cfg.dc || !self.cfg.locality;
         self.peers.insert(
             id,
             Peer {
                 local,
                 seed,
                 key: host_key(host),
+                dc: host_key(dc),
                 have: BitSet::new(self.lens.len()),
                 inflight: 0,
                 window: if seed {
@@ -392,15 +399,6 @@ impl Swarm {
         }
     }
 
-    /// Whether the seed's datacenter has agents of this swarm other than this
-    /// host (the driver learns it from the tracker's peer list).
-    pub fn set_seed_has_neighbours(&mut self, yes: bool) {
-        if self.seed_has_neighbours != yes {
-            self.seed_has_neighbours = yes;
-            self.wake_all();
-        }
-    }
-
     /// Whether this host is one of its datacenter's crossers. One that is
     /// not leaves every chunk's crossing to the members, unless they keep it
     /// waiting past the patience.
@@ -431,6 +429,10 @@ impl Swarm {
         }
         p.progress_at = self.now;
         let (local, seed) = (p.local, p.seed);
+        let c = chunk as usize;
+        if !seed && self.avail[c] == self.avail_seed[c] && !self.have.get(c) {
+            self.fresh_copy_at = Some(self.now);
+        }
         self.avail[chunk as usize] += 1;
         if seed {
             self.avail_seed[chunk as usize] += 1;
@@ -490,6 +492,9 @@ impl Swarm {
         self.stats.bytes_in += len;
         if !local {
             self.stats.bytes_in_cross_dc += len;
+        }
+        if self.avail[chunk as usize] == self.avail_seed[chunk as usize] {
+            self.fresh_copy_at = Some(now);
         }
         self.wanted.clear(chunk as usize);
         self.missing -= 1;
@@ -727,14 +732,15 @@ impl Swarm {
         }
         self.progress_fresh = true;
         self.local_progress.clear();
-        self.remote_agents_live = false;
+        self.live_dcs.clear();
         let patience = self.cfg.cross_dc_patience;
         for p in self.peers.values().filter(|p| !p.banned && !p.seed) {
             if p.local {
                 let e = self.local_progress.entry(p.key).or_insert(p.progress_at);
                 *e = (*e).max(p.progress_at);
-            } else if now.saturating_sub(p.progress_at) < patience {
-                self.remote_agents_live = true;
+            } else if now.saturating_sub(p.progress_at) < patience && !self.live_dcs.contains(&p.dc)
+            {
+                self.live_dcs.push(p.dc);
             }
         }
     }
@@ -832,35 +838,45 @@ impl Swarm {
         }
         let c = chunk as usize;
         if p.seed && self.cfg.locality {
-            // Spare the seed, the scarcest uplink: one host per datacenter
-            // takes each chunk from it, and only while no agent that host
-            // could fetch it from holds it. A local seed is the source of
-            // this datacenter's first copy; a remote one is asked only for
-            // chunks no agent holds yet.
-            let agents_here = self.avail_local[c] - self.avail_seed_local[c];
-            if agents_here > 0 || (!p.local && self.avail[c] > self.avail_seed[c]) {
+            // Spare the seed, the scarcest uplink: it sends each chunk once,
+            // into the chunk's home datacenter, and every other copy comes
+            // from agents.
+            if self.avail[c] > self.avail_seed[c] {
                 return false;
             }
-            // A remote seed whose own datacenter has agents is left to them,
-            // unless every agent across has gone quiet (cut off, dead).
-            let remote = !p.local;
-            if remote && self.seed_has_neighbours {
-                self.refresh_progress(now);
-            }
-            if remote && self.seed_has_neighbours && self.remote_agents_live {
-                return false;
-            }
-            return self.crossing_is_mine(now, chunk);
+            return self.is_home(now, chunk) && self.crossing_is_mine(now, chunk);
         }
         if p.local {
             return true;
         }
-        // Across datacenters: only if nobody here has it, and only by the host it
+        // Across datacenters: only if no agent here has it (a seed here is
+        // spared for chunks that have no copy yet), and only by the host it
         // is assigned to, unless that host has kept us waiting too long.
-        if self.avail_local[c] > 0 {
+        if self.avail_local[c] > self.avail_seed_local[c] {
             return false;
         }
         self.crossing_is_mine(now, chunk)
+    }
+
+    /// Whether this datacenter is `chunk`'s home: the one that takes it from
+    /// the seed, by rendezvous hashing over the datacenters with live agents.
+    /// Spreading the seed's chunks over every datacenter, rather than
+    /// sending them all into the seed's own, spreads the work of passing
+    /// them on: each datacenter's agents then send each chunk to their
+    /// neighbours and a share of it across, where the seed's datacenter
+    /// would otherwise send every chunk to its neighbours and to every other
+    /// datacenter (17 copies per chunk from 16 uplinks on `3dc-48`). A
+    /// datacenter that went quiet (cut off, dead) is no home: the others
+    /// take its chunks. Hosts that see different datacenters live may both
+    /// ask the seed for a chunk; none is left without a home.
+    fn is_home(&mut self, now: Duration, chunk: ChunkIx) -> bool {
+        let fresh = *self.fresh_copy_at.get_or_insert(now);
+        if now.saturating_sub(fresh) >= self.cfg.cross_dc_patience {
+            return true;
+        }
+        self.refresh_progress(now);
+        let mine = score(self.my_dc, chunk);
+        self.live_dcs.iter().all(|&d| score(d, chunk) < mine)
     }
 
     /// Whether this host brings `chunk` into its datacenter (from another

@@ -35,14 +35,17 @@ impl Net {
                 continue;
             }
             let mut s = Swarm::new(
-                cfg.clone(),
+                Config {
+                    dc: format!("dc{}", dc_of[i]),
+                    ..cfg.clone()
+                },
                 &host(i),
                 vec![1000; chunks],
                 BitSet::new(chunks),
             );
-            for j in 0..n {
+            for (j, dc) in dc_of.iter().enumerate() {
                 if j != i {
-                    s.add_peer(j as u64, &host(j), dc_of[j] == dc_of[i], j == 0);
+                    s.add_peer(j as u64, &host(j), &format!("dc{dc}"), j == 0);
                 }
             }
             s.peer_bitfield(0, |_| true);
@@ -226,7 +229,7 @@ fn a_restarted_host_fetches_only_what_it_lacks() {
     }
     let mut s = Swarm::new(Config::default(), "me", vec![1000; chunks], have);
     s.set_members([]);
-    s.add_peer(1, "seed", true, true);
+    s.add_peer(1, "seed", "", true);
     s.peer_bitfield(1, |_| true);
     let mut asked = Vec::new();
     let mut now = Duration::ZERO;
@@ -257,7 +260,7 @@ fn timeouts_cancel_and_shrink_the_window() {
         vec![1000; 10],
         BitSet::new(10),
     );
-    s.add_peer(1, "slow", true, false);
+    s.add_peer(1, "slow", "", false);
     s.peer_bitfield(1, |_| true);
     s.tick(Duration::ZERO);
     let requests = std::iter::from_fn(|| s.poll_action()).count();
@@ -307,9 +310,9 @@ fn waits_for_a_progressing_assignee_but_not_a_silent_one() {
         ..Config::default()
     };
     let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
-    s.add_peer(1, "neighbour", true, false); // same datacenter, holds nothing yet
+    s.add_peer(1, "neighbour", "", false); // same datacenter, holds nothing yet
     s.set_members(["neighbour"]);
-    s.add_peer(9, "far", false, false); // another datacenter, holds everything
+    s.add_peer(9, "far", "far", false); // another datacenter, holds everything
     s.peer_bitfield(9, |_| true);
     let mine = remote_requests(&mut s, Duration::ZERO);
     assert!(
@@ -347,10 +350,10 @@ fn a_peer_that_keeps_timing_out_stops_blocking() {
         ..Config::default()
     };
     let mut s = Swarm::new(cfg, "me", vec![1000; 4], BitSet::new(4));
-    s.add_peer(1, "dead-local-seed", true, true);
+    s.add_peer(1, "dead-neighbour", "", false);
     s.set_members([]);
     s.peer_bitfield(1, |_| true);
-    s.add_peer(9, "far", false, false);
+    s.add_peer(9, "far", "far", false);
     s.peer_bitfield(9, |_| true);
     // Everything goes to the local holder, which never answers.
     assert!(remote_requests_with(&mut s, Duration::ZERO, false).is_empty());
@@ -373,45 +376,95 @@ fn requests_at(s: &mut Swarm, now: Duration) -> Vec<(u64, u32)> {
     out
 }
 
-#[test]
-fn a_remote_seed_is_left_to_its_own_datacenter() {
-    let chunks = 16;
+/// A swarm in datacenter `dc` with one neighbour-less view: the seed in
+/// `seed_dc` and one agent in `other_dc`, both connected.
+fn homed(dc: &str, seed_dc: &str, other_dc: &str, chunks: usize) -> Swarm {
     let cfg = Config {
+        dc: dc.into(),
         window: 64,
         seed_window: 64,
         cross_window: 64,
         cross_dc_patience: Duration::from_secs(3),
         ..Config::default()
     };
-    let setup = |seed_has_neighbours: bool| {
-        let mut s = Swarm::new(cfg.clone(), "me", vec![1000; chunks], BitSet::new(chunks));
-        s.set_members([]);
-        s.set_seed_has_neighbours(seed_has_neighbours);
-        s.add_peer(1, "seed", false, true); // the seed, in another datacenter
-        s.peer_bitfield(1, |_| true);
-        s.add_peer(2, "seed-dc-agent", false, false); // an agent beside it, nothing yet
-        s
-    };
-    // The seed's datacenter has agents: they take each chunk from the seed
-    // once, so this host waits for them instead of asking the seed.
-    let mut s = setup(true);
-    assert!(requests_at(&mut s, Duration::ZERO).is_empty());
-    s.peer_have(2, 5);
-    let r = requests_at(&mut s, Duration::from_secs(1));
-    assert_eq!(
-        r,
-        vec![(2, 5)],
-        "the chunk comes from the agent, not the seed"
+    let mut s = Swarm::new(
+        cfg,
+        &format!("in-{dc}"),
+        vec![1000; chunks],
+        BitSet::new(chunks),
     );
-    // Every agent across went quiet (cut off, dead): the seed is asked after all.
-    let late = requests_at(&mut s, Duration::from_secs(5));
-    assert_eq!(late.len(), chunks - 1, "{late:?}");
-    assert!(late.iter().all(|&(p, _)| p == 1));
-    // A seed alone in its datacenter is asked at once.
-    let mut s = setup(false);
-    let r = requests_at(&mut s, Duration::ZERO);
-    assert_eq!(r.len(), chunks);
-    assert!(r.iter().all(|&(p, _)| p == 1));
+    s.set_members([]);
+    s.add_peer(1, "seed", seed_dc, true);
+    s.peer_bitfield(1, |_| true);
+    s.add_peer(2, &format!("in-{other_dc}"), other_dc, false);
+    s
+}
+
+#[test]
+fn the_seed_sends_each_chunk_into_one_home_datacenter() {
+    let chunks = 64;
+    // Two datacenters, the seed in the first: each asks the seed for its own
+    // chunks only, and together they ask for every chunk exactly once.
+    let mut a = homed("a", "a", "b", chunks);
+    let mut b = homed("b", "a", "a", chunks);
+    let from_seed = |s: &mut Swarm| -> Vec<u32> {
+        let r = requests_at(s, Duration::ZERO);
+        assert!(r.iter().all(|&(p, _)| p == 1), "{r:?}");
+        let mut c: Vec<u32> = r.into_iter().map(|(_, c)| c).collect();
+        c.sort_unstable();
+        c
+    };
+    let (ra, rb) = (from_seed(&mut a), from_seed(&mut b));
+    assert!(
+        ra.len() > chunks / 4 && rb.len() > chunks / 4,
+        "{ra:?} {rb:?}"
+    );
+    let mut all: Vec<u32> = ra.iter().chain(&rb).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..chunks as u32).collect::<Vec<_>>(), "a partition");
+
+    // A chunk homed across comes from the agent that took it from the seed.
+    let c = rb[0];
+    a.peer_have(2, c);
+    assert_eq!(requests_at(&mut a, Duration::from_secs(1)), vec![(2, c)]);
+
+    // The other datacenter goes quiet (cut off, dead): after the patience
+    // its chunks are taken from the seed here.
+    let late = requests_at(&mut a, Duration::from_secs(5));
+    let mut late: Vec<u32> = late.into_iter().map(|(_, c)| c).collect();
+    late.sort_unstable();
+    assert_eq!(late, rb[1..].to_vec());
+
+    // A seed with no other datacenter live sends this one everything.
+    let mut alone = homed("a", "b", "a", chunks);
+    assert_eq!(from_seed(&mut alone).len(), chunks);
+}
+
+#[test]
+fn a_home_that_brings_nothing_new_stalls_nobody() {
+    let chunks = 64;
+    let mut a = homed("a", "a", "b", chunks);
+    let mine: Vec<u32> = requests_at(&mut a, Duration::ZERO)
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
+    for &c in &mine {
+        a.on_piece(Duration::ZERO, 1, c, true);
+    }
+    // The other datacenter stays live (it keeps copying this host's chunks)
+    // but never gets one of its own from the seed, as if it could not reach
+    // it: once no new chunk has appeared for the patience, the seed is
+    // asked for the rest here.
+    let mut asked = Vec::new();
+    for (k, &c) in mine.iter().enumerate().take(5) {
+        let t = Duration::from_millis(500 * k as u64);
+        a.peer_have(2, c);
+        asked.extend(requests_at(&mut a, t));
+    }
+    assert!(asked.is_empty(), "{asked:?}");
+    let rest = requests_at(&mut a, Duration::from_secs(5));
+    assert_eq!(rest.len(), chunks - mine.len(), "{rest:?}");
+    assert!(rest.iter().all(|&(p, _)| p == 1));
 }
 
 /// A peer that claims every chunk and fails every request at once (resets
@@ -420,9 +473,9 @@ fn a_remote_seed_is_left_to_its_own_datacenter() {
 #[test]
 fn a_peer_whose_requests_always_fail_is_banned() {
     let mut s = Swarm::new(Config::default(), "me", vec![1000; 64], BitSet::new(64));
-    s.add_peer(1, "breaks", true, false);
+    s.add_peer(1, "breaks", "", false);
     s.peer_bitfield(1, |_| true);
-    s.add_peer(2, "honest", true, false);
+    s.add_peer(2, "honest", "", false);
     s.peer_bitfield(2, |_| true);
     let mut now = Duration::ZERO;
     let mut from_honest = 0;
@@ -462,10 +515,10 @@ fn a_host_that_is_no_crosser_leaves_every_crossing_to_the_crossers() {
         ..Config::default()
     };
     let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
-    s.add_peer(1, "crosser", true, false);
+    s.add_peer(1, "crosser", "", false);
     s.set_members(["crosser"]);
     s.set_crosser(false);
-    s.add_peer(9, "far", false, false);
+    s.add_peer(9, "far", "far", false);
     s.peer_bitfield(9, |_| true);
     // As a crosser it would take its rendezvous share; as none, nothing,
     // while the crosser shows progress.
@@ -488,7 +541,7 @@ fn a_busy_peer_is_left_alone_for_a_while_and_its_chunk_goes_elsewhere() {
     };
     let mut s = Swarm::new(cfg, "me", vec![1000; 1], BitSet::new(1));
     s.set_members([]);
-    s.add_peer(1, "popular", true, false);
+    s.add_peer(1, "popular", "", false);
     s.peer_have(1, 0);
     s.schedule(Duration::ZERO);
     assert_eq!(s.poll_action(), Some(Action::Request { peer: 1, chunk: 0 }));
@@ -497,7 +550,7 @@ fn a_busy_peer_is_left_alone_for_a_while_and_its_chunk_goes_elsewhere() {
     s.schedule(Duration::from_millis(20));
     assert_eq!(s.poll_action(), None);
     // Another holder appears: it gets the request.
-    s.add_peer(2, "other", true, false);
+    s.add_peer(2, "other", "", false);
     s.peer_have(2, 0);
     s.schedule(Duration::from_millis(30));
     assert_eq!(s.poll_action(), Some(Action::Request { peer: 2, chunk: 0 }));
@@ -520,7 +573,7 @@ fn a_pause_cancels_what_is_in_flight_asks_nothing_and_keeps_every_peer() {
     let mut s = Swarm::new(cfg, "me", vec![1000; 16], BitSet::new(16));
     s.set_members([]);
     for p in [1, 2] {
-        s.add_peer(p, &host(p as usize), true, false);
+        s.add_peer(p, &host(p as usize), "", false);
         s.peer_bitfield(p, |_| true);
     }
     let first = requests_at(&mut s, Duration::ZERO);

@@ -107,7 +107,6 @@ enum Kind {
 enum Op {
     Connect {
         peer: usize,
-        local: bool,
         seed: bool,
         at: Duration,
     },
@@ -143,14 +142,10 @@ enum Op {
 impl Op {
     fn apply(self, s: &mut Swarm, topo: &Topology, have: &[BitSet]) {
         match self {
-            Op::Connect {
-                peer,
-                local,
-                seed,
-                at,
-            } => {
+            Op::Connect { peer, seed, at } => {
                 s.advance(at);
-                s.add_peer(peer as u64, &topo.hosts[peer].name, local, seed);
+                let h = &topo.hosts[peer];
+                s.add_peer(peer as u64, &h.name, &topo.dcs[h.dc].name, seed);
             }
             Op::Bitfield { from, at } => {
                 s.advance(at);
@@ -330,6 +325,7 @@ impl<'a> Sim<'a> {
                 have.push(BitSet::full(count));
             } else {
                 let c = Config {
+                    dc: topo.dcs[h.dc].name.clone(),
                     seed: p.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
                     ..cfg.clone()
                 };
@@ -460,7 +456,6 @@ impl<'a> Sim<'a> {
             let s = self.swarms[x].as_mut().expect("a target has a swarm");
             s.set_members(view.members.iter().map(String::as_str));
             s.set_crosser(view.crosser);
-            s.set_seed_has_neighbours(view.seed_has_neighbours);
             // The tracker's answer takes a round trip to the seed; a QUIC
             // handshake one more to the peer.
             let listed = self.lat(x, 0) * 2;
@@ -488,12 +483,10 @@ impl<'a> Sim<'a> {
                 self.peers[a].push(b);
                 self.peers[b].push(a);
                 for (me, other) in [(a, b), (b, a)] {
-                    let local = self.dc[me] == self.dc[other];
                     let seed = self.topo.hosts[other].role == HostRole::Seed;
                     if self.swarms[me].is_some() {
                         let op = Op::Connect {
                             peer: other,
-                            local,
                             seed,
                             at: now,
                         };
