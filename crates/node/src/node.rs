@@ -166,12 +166,19 @@ pub(crate) struct Known {
     pub have: Mutex<BitSet>,
 }
 
+/// What a peer's writer task is handed: a message, sent in order (`Have`s
+/// wait for their batch), or a `Have` that goes at once with its batch.
+pub(crate) enum Out {
+    Msg(Msg),
+    HaveNow(Msg),
+}
+
 pub(crate) struct Peer {
     pub host: String,
     pub dc: String,
     pub role: Role,
     pub conn: quinn::Connection,
-    pub ctl: mpsc::UnboundedSender<Msg>,
+    pub ctl: mpsc::UnboundedSender<Out>,
     /// This node opened the connection (rather than accepted it).
     pub dialed: bool,
 }
@@ -299,7 +306,7 @@ impl Node {
         };
         self.known_added.notify_waiters();
         for p in peers {
-            let _ = p.ctl.send(bitfield_msg(id, &known));
+            let _ = p.ctl.send(Out::Msg(bitfield_msg(id, &known)));
         }
     }
 
@@ -338,7 +345,7 @@ impl Node {
                 local: p.dc == self.opts.dc,
                 seed: p.role == Role::Seed,
             });
-            let _ = p.ctl.send(bitfield_msg(id, &known));
+            let _ = p.ctl.send(Out::Msg(bitfield_msg(id, &known)));
         }
         spawn_session(self.clone(), known, tx, rx);
         true
@@ -508,7 +515,14 @@ impl Node {
             .cloned()
             .collect();
         for p in peers {
-            let _ = p.ctl.send(msg.clone());
+            let _ = p.ctl.send(Out::Msg(msg.clone()));
+        }
+    }
+
+    /// Tells one peer at once that we hold a chunk (see `Action::Tell`).
+    pub(crate) fn tell_now(&self, peer: u64, msg: Msg) {
+        if let Some(p) = self.peer(peer) {
+            let _ = p.ctl.send(Out::HaveNow(msg));
         }
     }
 
@@ -615,7 +629,7 @@ impl Node {
         dialed: bool,
     ) -> u64 {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
-        let (ctl, mut ctl_rx) = mpsc::unbounded_channel::<Msg>();
+        let (ctl, mut ctl_rx) = mpsc::unbounded_channel::<Out>();
         let peer = Arc::new(Peer {
             host: hello.host.clone(),
             dc: hello.dc.clone(),
@@ -675,7 +689,7 @@ impl Node {
             });
         }
         for (rid, known) in releases {
-            let _ = peer.ctl.send(bitfield_msg(rid, &known));
+            let _ = peer.ctl.send(Out::Msg(bitfield_msg(rid, &known)));
         }
         // Writer: control messages in order, `Have`s batched.
         let delay = if hello.dc == self.opts.dc {
@@ -700,11 +714,16 @@ impl Node {
                         continue;
                     }
                 };
-                tracing::trace!(me = %me, peer = %whom, msg = m.name(), "control out");
+                let (m, now) = match m {
+                    Out::Msg(m) => (m, false),
+                    Out::HaveNow(m) => (m, true),
+                };
+                tracing::trace!(me = %me, peer = %whom, msg = m.name(), now, "control out");
                 let sent = match m {
                     Msg::Have { id, chunks } => {
+                        // What waits in the batch goes along.
                         batch.add(id, chunks, delay);
-                        if batch.len() < HAVE_BATCH_MAX {
+                        if !now && batch.len() < HAVE_BATCH_MAX {
                             continue;
                         }
                         batch.flush(&mut send).await
@@ -799,7 +818,7 @@ impl Node {
                     // Answer a peer's first bitfield with ours, so peers that
                     // learned of a release at different times still meet.
                     if first {
-                        let _ = peer.ctl.send(bitfield_msg(id, known));
+                        let _ = peer.ctl.send(Out::Msg(bitfield_msg(id, known)));
                     }
                 }
                 if let Some(s) = session {

@@ -180,6 +180,13 @@ async fn run(
                     id,
                     chunks: vec![chunk],
                 }),
+                Action::Tell { peer, chunk } => node.tell_now(
+                    peer,
+                    Msg::Have {
+                        id,
+                        chunks: vec![chunk],
+                    },
+                ),
                 Action::Complete => complete = true,
             }
         }

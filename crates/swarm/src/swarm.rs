@@ -86,6 +86,13 @@ pub enum Action {
     Have {
         chunk: ChunkIx,
     },
+    /// Tell this peer at once, not with the next batch of `Have`s: it is the
+    /// host of another datacenter most likely to bring `chunk` across, and
+    /// no agent it knows of holds it yet (it just came from the seed).
+    Tell {
+        peer: PeerId,
+        chunk: ChunkIx,
+    },
     /// Every chunk is held.
     Complete,
 }
@@ -493,7 +500,8 @@ impl Swarm {
         if !local {
             self.stats.bytes_in_cross_dc += len;
         }
-        if self.avail[chunk as usize] == self.avail_seed[chunk as usize] {
+        let fresh = self.avail[chunk as usize] == self.avail_seed[chunk as usize];
+        if fresh {
             self.fresh_copy_at = Some(now);
         }
         self.wanted.clear(chunk as usize);
@@ -512,6 +520,9 @@ impl Swarm {
             }
         }
         self.actions.push_back(Action::Have { chunk });
+        if fresh && self.cfg.locality {
+            self.tell_crossers(chunk);
+        }
         self.check_complete();
     }
 
@@ -856,6 +867,32 @@ impl Swarm {
             return false;
         }
         self.crossing_is_mine(now, chunk)
+    }
+
+    /// For a chunk this host brought first, the agent of each other
+    /// datacenter that fetches it across, as far as this host can tell: the
+    /// connected one ranked highest for the chunk, as `assign` ranks them
+    /// there. Across datacenters `Have`s wait for a batch (seconds, so that
+    /// a pair of hosts exchanges a packet per batch, not per chunk); these
+    /// go at once, so the chunk does not sit in its home datacenter while the
+    /// others wait for the batch (a 1% delta took 1.8 s instead of 0.4 s).
+    fn tell_crossers(&mut self, chunk: ChunkIx) {
+        let mut best: Vec<(u64, u64, PeerId)> = Vec::new();
+        for (&id, p) in &self.peers {
+            if p.local || p.seed || p.banned || p.have.get(chunk as usize) {
+                continue;
+            }
+            let s = score(p.key, chunk);
+            match best.iter_mut().find(|(dc, ..)| *dc == p.dc) {
+                Some(b) if b.1 >= s => {}
+                Some(b) => *b = (p.dc, s, id),
+                None => best.push((p.dc, s, id)),
+            }
+        }
+        best.sort_unstable_by_key(|&(.., id)| id);
+        for (.., peer) in best {
+            self.actions.push_back(Action::Tell { peer, chunk });
+        }
     }
 
     /// Whether this datacenter is `chunk`'s home: the one that takes it from

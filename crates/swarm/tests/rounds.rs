@@ -129,7 +129,11 @@ impl Net {
                                 }
                             }
                         }
-                        Action::Cancel { .. } | Action::Ban { .. } | Action::Complete => {}
+                        // Haves here arrive after one round anyway.
+                        Action::Tell { .. }
+                        | Action::Cancel { .. }
+                        | Action::Ban { .. }
+                        | Action::Complete => {}
                     }
                 }
             }
@@ -611,4 +615,64 @@ fn a_pause_cancels_what_is_in_flight_asks_nothing_and_keeps_every_peer() {
         }
         assert!(t < Duration::from_secs(10), "never completed");
     }
+}
+
+/// A chunk this host brought first (from the seed) is told at once to one
+/// agent in each other datacenter, the one ranked highest for it there, so
+/// that datacenter need not wait for the batched `Have`s; a chunk an agent
+/// already held is left to the batch.
+#[test]
+fn a_fresh_chunk_is_told_at_once_to_each_other_datacenter() {
+    let chunks = 64;
+    let cfg = Config {
+        dc: "a".into(),
+        window: 64,
+        seed_window: 64,
+        ..Config::default()
+    };
+    let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
+    s.set_members([]);
+    s.add_peer(1, "seed", "a", true);
+    s.peer_bitfield(1, |_| true);
+    s.add_peer(2, "neighbour", "a", false);
+    for (id, host, dc) in [(3, "b1", "b"), (4, "b2", "b"), (5, "c1", "c")] {
+        s.add_peer(id, host, dc, false);
+    }
+    let asked = requests_at(&mut s, Duration::ZERO);
+    assert!(!asked.is_empty() && asked.iter().all(|&(p, _)| p == 1));
+    let (mut told_b, mut told_c) = (Vec::new(), 0);
+    for &(_, c) in &asked {
+        s.on_piece(Duration::ZERO, 1, c, true);
+        let tells: Vec<u64> = std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Tell { peer, chunk } => {
+                    assert_eq!(chunk, c);
+                    Some(peer)
+                }
+                _ => None,
+            })
+            .collect();
+        // One agent per other datacenter, never a neighbour or the seed.
+        assert_eq!(tells.iter().filter(|&&p| p == 3 || p == 4).count(), 1);
+        assert_eq!(tells.iter().filter(|&&p| p == 5).count(), 1);
+        assert_eq!(tells.len(), 2, "{tells:?}");
+        told_b.extend(tells.iter().filter(|&&p| p != 5));
+        told_c += 1;
+    }
+    // The rank differs by chunk, so both agents of b are told some.
+    assert!(told_b.contains(&3) && told_b.contains(&4), "{told_b:?}");
+    assert_eq!(told_c, asked.len());
+
+    // A chunk an agent across held first is left to the batch.
+    let c = (0..chunks as u32)
+        .find(|c| !asked.iter().any(|&(_, a)| a == *c))
+        .expect("a chunk homed across");
+    s.peer_have(5, c);
+    let r = requests_at(&mut s, Duration::from_secs(1));
+    assert_eq!(r, vec![(5, c)]);
+    s.on_piece(Duration::from_secs(1), 5, c, true);
+    assert!(
+        !std::iter::from_fn(|| s.poll_action()).any(|a| matches!(a, Action::Tell { .. })),
+        "not fresh: no Tell"
+    );
 }

@@ -688,6 +688,8 @@ impl<'a> Sim<'a> {
             }
             // Nobody lies in this model.
             Action::Ban { .. } => {}
+            // `Have`s here reach every peer after the latency, unbatched.
+            Action::Tell { .. } => {}
         }
     }
 
