@@ -43,6 +43,7 @@ fn params(piece: u64) -> Params {
         time_limit: Duration::from_secs(600),
         seed: 1,
         threads: 1,
+        manifest: 0,
     }
 }
 
@@ -87,6 +88,45 @@ fn a_transfer_takes_the_time_its_link_and_latency_allow() {
 }
 
 #[test]
+fn agents_join_down_the_manifest_tree() {
+    // 7 agents of one datacenter fetch a 2 MB manifest as the agent does: the
+    // first from the tracker, two from it, four from those two (a binary
+    // tree three deep, each parent sending to its two children at once), and
+    // only then join and fetch the 64 KiB release.
+    let t = one_dc(7);
+    let (f, manifest) = (64 << 10, 2_000_000u64);
+    let rate = 10e6 / flow::wire_factor(&t);
+    let with = engine::simulate(
+        &t,
+        f,
+        Strategy::Shoal,
+        &Params {
+            manifest,
+            ..params(64 << 10)
+        },
+        &|_, _| {},
+    );
+    let without = engine::simulate(&t, f, Strategy::Shoal, &params(64 << 10), &|_, _| {});
+    let tree = 5.0 * manifest as f64 / rate;
+    let (a, b) = (last(&with), last(&without));
+    assert!(b < 0.15, "without a manifest the release takes {b:.3} s");
+    assert!(
+        a >= tree && a < tree + 0.15,
+        "last agent done at {a:.3} s; the tree takes {tree:.3} s"
+    );
+    // One copy leaves the deploy host; every agent receives one.
+    assert!(
+        with.sent[0] >= manifest && with.sent[0] < 2 * manifest,
+        "the deploy host sent {} bytes",
+        with.sent[0]
+    );
+    for (x, &r) in with.received.iter().enumerate().skip(1) {
+        // Sums of floats: within a byte.
+        assert!(r + 1 >= manifest + f, "agent {x} received {r} bytes");
+    }
+}
+
+#[test]
 fn hosts_behind_one_uplink_share_it() {
     // Central: four targets share the seed's 10 MB/s, so each gets 2.5 MB/s
     // and all finish together, at four times one target's time.
@@ -126,6 +166,7 @@ fn a_thousand_hosts_in_ten_datacenters_take_each_byte_across_once() {
         topology: t.clone(),
         bundle_bytes: f,
         piece: Some(128 << 10),
+        manifest: None,
         strategies: vec![Strategy::Shoal, Strategy::Bittorrent],
         time_limit: Duration::from_secs(300),
         seed: 1,
@@ -269,7 +310,8 @@ wan_out_mbit = 1000
         1,
         &|_, _| {},
     );
-    let want = 4.0 * 4e6 / 1.25e6;
+    // Pieces go at the link's rate less QUIC framing.
+    let want = 4.0 * 4e6 / (1.25e6 / flow::wire_factor(&fed));
     assert!(
         (last(&central) - want).abs() / want < 0.01,
         "{}",

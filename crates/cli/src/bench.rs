@@ -27,6 +27,7 @@ pub struct BenchArgs {
     pub cut: Option<String>,
     pub model: String,
     pub piece: Option<String>,
+    pub manifest: Option<String>,
 }
 
 /// `dc3:2:30`: datacenter dc3 cut off 2 s after the announcement, for 30 s.
@@ -228,12 +229,17 @@ fn flow(args: &BenchArgs, topology: Topology, json: bool) -> Result<Report> {
     }
     let size = args.size.as_deref().map_or(Ok(64 << 20), parse_size)?;
     let piece = args.piece.as_deref().map(parse_size).transpose()?;
+    let manifest = match args.manifest.as_deref() {
+        Some("0") => Some(0),
+        m => m.map(parse_size).transpose()?,
+    };
     let strategies = Strategy::parse_list(&args.strategy).map_err(anyhow::Error::msg)?;
     let hosts = topology.targets().len() as u64;
     let scenario = shoal_netsim::flow::FlowScenario {
         topology,
         bundle_bytes: size,
         piece,
+        manifest,
         strategies,
         time_limit: Duration::from_secs(args.time_limit.max(1)),
         seed: args.seed,

@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             cut,
             model,
             piece,
+            manifest,
         } => crate::bench::run(
             crate::bench::BenchArgs {
                 topology,
@@ -54,6 +55,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 cut,
                 model,
                 piece,
+                manifest,
             },
             json,
         ),

@@ -90,6 +90,11 @@ enum Command {
         /// Flow model: bytes per piece (default: F/512, at least 32 KiB).
         #[arg(long)]
         piece: Option<String>,
+        /// Flow model: bytes of the signed manifest each agent fetches before
+        /// it joins (default: 35 bytes per 32 KiB of --size; the packet
+        /// model's 64 MiB sample tree has one of 343 KB; 0: agents join at once).
+        #[arg(long)]
+        manifest: Option<String>,
     },
     /// Write a deterministic sample release tree (for trying shoal and for benchmarks).
     Sample {

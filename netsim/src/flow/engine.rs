@@ -33,6 +33,10 @@ pub struct Params {
     /// Threads that run the hosts' decisions each step; the result does not
     /// depend on it.
     pub threads: usize,
+    /// Bytes of the signed manifest, which every agent fetches before it
+    /// joins the swarm, down its datacenter's binary tree as the agent does
+    /// (`shoal_node::agent::fetch_manifest`); 0: every agent joins at once.
+    pub manifest: u64,
 }
 
 /// The bytes of a chunk the production swarm is tuned for: windows, slots and
@@ -48,6 +52,11 @@ const TICK: Duration = Duration::from_secs(1);
 /// Fewer dirty hosts than this schedule on one thread: a thread costs more
 /// than their decisions.
 const PARALLEL_FROM: usize = 64;
+/// How long an uploader holds new pieces back while a manifest goes out from
+/// it (the node's `MANIFEST_FIRST_MAX`).
+const MANIFEST_FIRST: Duration = Duration::from_millis(500);
+/// The release's name in the rendezvous order of the manifest tree.
+const RELEASE: &str = "flow-release";
 
 /// What one strategy's run measured.
 #[derive(Clone, Debug, Default)]
@@ -98,6 +107,15 @@ enum Kind {
         from: usize,
         to: usize,
         chunk: ChunkIx,
+    },
+    /// `from` asks `to` for the manifest.
+    GetManifest {
+        from: usize,
+        to: usize,
+    },
+    /// The manifest reached `to`, which joins the swarm.
+    Manifest {
+        to: usize,
     },
 }
 
@@ -198,8 +216,15 @@ impl Ord for Event {
 struct Flow {
     from: usize,
     to: usize,
-    chunk: ChunkIx,
+    load: Load,
     left: f64,
+}
+
+/// What a flow carries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Piece(ChunkIx),
+    Manifest,
 }
 
 struct Sim<'a> {
@@ -220,6 +245,18 @@ struct Sim<'a> {
     links: Vec<Links>,
     rates: Vec<f64>,
     cancelled: HashSet<(usize, usize, ChunkIx)>,
+    /// Bytes of the manifest; 0 when hosts join at once.
+    manifest: f64,
+    /// Hosts holding the manifest (the seed from the start).
+    joined: Vec<bool>,
+    /// Manifest requests each host holds until it has the manifest itself
+    /// (the node's `known_soon`).
+    held: Vec<Vec<usize>>,
+    /// The peers each host connects to once both have joined.
+    pairs: Vec<Vec<usize>>,
+    /// Manifests going out from each host, and since when the oldest has.
+    manifests_out: Vec<usize>,
+    manifest_since: Vec<Duration>,
     fluid: Fluid,
     events: BinaryHeap<Event>,
     seq: u64,
@@ -264,7 +301,7 @@ pub fn simulate(
             }
         }
         sim.schedule_dirty(end);
-        sim.start_flows();
+        sim.start_flows(end);
         sim.advance_flows(now, p.step);
         now = end;
         step_no += 1;
@@ -359,6 +396,12 @@ impl<'a> Sim<'a> {
             links: Vec::new(),
             rates: Vec::new(),
             cancelled: HashSet::new(),
+            manifest: p.manifest as f64,
+            joined: (0..n).map(|x| x == 0).collect(),
+            held: vec![Vec::new(); n],
+            pairs: vec![Vec::new(); n],
+            manifests_out: vec![0; n],
+            manifest_since: vec![Duration::ZERO; n],
             fluid: Fluid::new(super::link_caps(topo)),
             events: BinaryHeap::new(),
             seq: 0,
@@ -456,17 +499,78 @@ impl<'a> Sim<'a> {
             let s = self.swarms[x].as_mut().expect("a target has a swarm");
             s.set_members(view.members.iter().map(String::as_str));
             s.set_crosser(view.crosser);
-            // The tracker's answer takes a round trip to the seed; a QUIC
-            // handshake one more to the peer.
-            let listed = self.lat(x, 0) * 2;
             for &p in &listing.peers {
                 let key = (x.min(p), x.max(p));
                 if connected.insert(key) {
-                    let at = listed + self.lat(x, p) * 2;
-                    self.push(at, Kind::Connect { a: x, b: p });
+                    self.pairs[x].push(p);
+                    self.pairs[p].push(x);
                 }
             }
         }
+        if self.manifest <= 0.0 {
+            for x in 1..topo.hosts.len() {
+                self.joined[x] = true;
+                // The tracker's answer takes a round trip to the seed; a
+                // QUIC handshake one more to the peer.
+                self.join(x, self.lat(x, 0) * 2);
+            }
+            return;
+        }
+        self.ask_manifests();
+    }
+
+    /// Each agent asks for the manifest as `fetch_manifest` does: its
+    /// datacenter's agents in rendezvous order for the release, the first
+    /// asking the tracker, every other its parent in a binary tree over that
+    /// order. The asker has the tracker's answer to its poll and then to
+    /// `GetPeers` (a round trip each) and dials its parent (one more).
+    fn ask_manifests(&mut self) {
+        let topo = self.topo;
+        for d in 0..topo.dcs.len() {
+            let mut order: Vec<usize> =
+                (1..topo.hosts.len()).filter(|&x| self.dc[x] == d).collect();
+            order.sort_by_key(|&x| {
+                std::cmp::Reverse(shoal_swarm::release_rank(&topo.hosts[x].name, &RELEASE))
+            });
+            for (i, &x) in order.iter().enumerate() {
+                let listed = self.lat(x, 0) * 4;
+                let (from, at) = match i.checked_sub(1) {
+                    None => (0, listed + self.lat(x, 0)),
+                    Some(me) => {
+                        let parent = order[me / 2];
+                        (parent, listed + self.lat(x, parent) * 3)
+                    }
+                };
+                self.push(at, Kind::GetManifest { from: x, to: from });
+            }
+        }
+    }
+
+    /// `x` holds the manifest at `now`: it dials every listed peer that has
+    /// joined too (a peer that joins later dials it then).
+    fn join(&mut self, x: usize, now: Duration) {
+        for k in 0..self.pairs[x].len() {
+            let p = self.pairs[x][k];
+            if self.joined[p] {
+                let at = now + self.lat(x, p) * 2;
+                self.push(at, Kind::Connect { a: x, b: p });
+            }
+        }
+    }
+
+    /// Starts sending the manifest from `from` to `to` (with the step's flows).
+    fn send_manifest(&mut self, from: usize, to: usize, now: Duration) {
+        if self.manifests_out[from] == 0 {
+            self.manifest_since[from] = now;
+        }
+        self.manifests_out[from] += 1;
+        self.links.push(super::path(self.topo, from, to));
+        self.flows.push(Flow {
+            from,
+            to,
+            load: Load::Manifest,
+            left: self.manifest,
+        });
     }
 
     fn handle_until(&mut self, end: Duration) {
@@ -584,6 +688,28 @@ impl<'a> Sim<'a> {
                     },
                 );
             }
+            Kind::GetManifest { from, to } => {
+                if self.joined[to] {
+                    self.send_manifest(to, from, now);
+                } else {
+                    self.held[to].push(from);
+                }
+            }
+            Kind::Manifest { to } => {
+                if !self.joined[to] {
+                    tracing::debug!(
+                        target: "shoal_netsim::timeline",
+                        t = now.as_secs_f64(),
+                        host = %self.topo.hosts[to].name,
+                        "joined"
+                    );
+                    self.joined[to] = true;
+                    for asker in std::mem::take(&mut self.held[to]) {
+                        self.send_manifest(to, asker, now);
+                    }
+                    self.join(to, now);
+                }
+            }
         }
     }
 
@@ -693,11 +819,14 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn start_flows(&mut self) {
+    fn start_flows(&mut self, now: Duration) {
         let pending = std::mem::take(&mut self.pending);
         for &u in &pending {
             self.is_pending[u] = false;
-            while self.busy[u] < self.slots {
+            // A manifest going out from here goes first, for a while.
+            let manifest_first =
+                self.manifests_out[u] > 0 && now < self.manifest_since[u] + MANIFEST_FIRST;
+            while self.busy[u] < self.slots && !manifest_first {
                 let Some((to, chunk)) = self.queue[u].pop_front() else {
                     break;
                 };
@@ -706,7 +835,7 @@ impl<'a> Sim<'a> {
                 self.flows.push(Flow {
                     from: u,
                     to,
-                    chunk,
+                    load: Load::Piece(chunk),
                     left: self.lens[chunk as usize] as f64,
                 });
             }
@@ -723,8 +852,13 @@ impl<'a> Sim<'a> {
         let mut i = self.flows.len();
         while i > 0 {
             i -= 1;
-            let (from, to, chunk) = (self.flows[i].from, self.flows[i].to, self.flows[i].chunk);
-            let aborted = !self.cancelled.is_empty() && self.cancelled.remove(&(from, to, chunk));
+            let (from, to, load) = (self.flows[i].from, self.flows[i].to, self.flows[i].load);
+            let aborted = match load {
+                Load::Piece(chunk) => {
+                    !self.cancelled.is_empty() && self.cancelled.remove(&(from, to, chunk))
+                }
+                Load::Manifest => false,
+            };
             let rate = self.rates[i];
             let moved = (rate * dt).min(self.flows[i].left);
             self.account(from, to, moved);
@@ -736,11 +870,18 @@ impl<'a> Sim<'a> {
             if finished {
                 let took = if rate > 0.0 { moved / rate } else { dt };
                 let at = now + Duration::from_secs_f64(took) + self.lat(from, to);
-                self.push(at, Kind::Piece { from, to, chunk });
+                let kind = match load {
+                    Load::Piece(chunk) => Kind::Piece { from, to, chunk },
+                    Load::Manifest => Kind::Manifest { to },
+                };
+                self.push(at, kind);
             }
             self.flows.swap_remove(i);
             self.links.swap_remove(i);
-            self.busy[from] -= 1;
+            match load {
+                Load::Piece(_) => self.busy[from] -= 1,
+                Load::Manifest => self.manifests_out[from] -= 1,
+            }
             if !self.queue[from].is_empty() && !self.is_pending[from] {
                 self.is_pending[from] = true;
                 self.pending.push(from);
