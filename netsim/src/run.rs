@@ -265,6 +265,7 @@ async fn start_fleet(
         deploy_log: None,
         metrics: None,
         web: None,
+        locality: k.locality(),
     };
     let identity = Identity::load(&p.identities[0])?;
     let tuning = Tuning::for_path(seed_host.upload, rtt);

@@ -207,6 +207,12 @@ pub const SEED: &[Key] = &[
         false,
         "serve the read-only fleet page here",
     ),
+    key(
+        "locality",
+        Kind::Bool,
+        false,
+        "serve requests from other datacenters first",
+    ),
 ];
 
 const HOOK_NAMES: &[&str] = &["depool", "restart", "health", "repool"];

@@ -35,7 +35,9 @@ pub struct AgentConfig {
     #[serde(default)]
     pub download_limit: u64,
     /// Pieces being uploaded at once; a piece holds its slot until the peer
-    /// has all its bytes.
+    /// has all its bytes. As many requests from this datacenter, and as many
+    /// from others, may wait for one (those from others are served first);
+    /// past that a request is answered `Busy`.
     #[serde(default = "default_slots")]
     pub upload_slots: usize,
     /// Bytes to keep free on the root's filesystem.

@@ -20,6 +20,7 @@ pub mod metrics;
 mod node;
 pub mod orders;
 mod session;
+mod slots;
 
 pub use node::{Control, Counters, Node, NodeError, NodeOptions};
 pub use shoal_swarm::Config as SwarmConfig;

@@ -1,6 +1,7 @@
 //! Peer connections, chunk serving and the routing of swarm messages to sessions.
 
 use crate::session::{SessionEvent, spawn_session};
+use crate::slots::{Class, Permit, UploadSlots};
 use shoal_bundle::assemble::InstallOptions;
 use shoal_bundle::chunk::decode_chunk;
 use shoal_bundle::manifest::ChunkRef;
@@ -14,8 +15,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 // tokio's clock, so a simulated fleet (netsim) can run in virtual time.
-use tokio::sync::{Semaphore, SemaphorePermit, mpsc};
 use tokio::time::Instant;
 
 /// How long `Have`s wait to be sent together: briefly inside a datacenter
@@ -199,10 +200,10 @@ pub struct Node {
     pub endpoint: quinn::Endpoint,
     control: Option<Arc<dyn Control>>,
     state: Mutex<State>,
-    slots: Semaphore,
-    /// Requests waiting for a slot; past `upload_slots` more, a request is
-    /// answered `Busy` so its asker turns to another holder.
-    waiting: std::sync::atomic::AtomicUsize,
+    /// Upload slots; past `upload_slots` waiting requests (of each class:
+    /// from this datacenter, from others) a request is answered `Busy` so its
+    /// asker turns to another holder.
+    slots: UploadSlots,
     up: Mutex<TokenBucket>,
     pub(crate) down: Mutex<TokenBucket>,
     epoch: Instant,
@@ -230,8 +231,7 @@ impl Node {
         control: Option<Arc<dyn Control>>,
     ) -> Arc<Node> {
         let node = Arc::new(Node {
-            slots: Semaphore::new(opts.upload_slots.max(1)),
-            waiting: std::sync::atomic::AtomicUsize::new(0),
+            slots: UploadSlots::new(opts.upload_slots),
             up: Mutex::new(TokenBucket::new(opts.upload_limit, 1 << 20)),
             down: Mutex::new(TokenBucket::new(opts.download_limit, 1 << 20)),
             opts,
@@ -888,7 +888,14 @@ impl Node {
                     _ => unreachable!("matched above"),
                 };
                 let _ = send.set_priority(PIECE_PRIORITY);
-                let (reply, permit) = self.piece(id, chunk, base).await;
+                // Without locality (a classic BitTorrent client, as
+                // `--strategy bittorrent` runs it) every asker is alike.
+                let class = if from.dc != self.opts.dc && self.opts.swarm.locality {
+                    Class::Cross
+                } else {
+                    Class::Local
+                };
+                let (reply, permit) = self.piece(id, chunk, base, class).await;
                 if let Msg::Piece { data, .. } | Msg::Patch { data, .. } = &reply {
                     self.counters.add_dc(&from.dc, data.len() as u64, 0);
                     if from.dc != self.opts.dc {
@@ -957,7 +964,8 @@ impl Node {
         id: Hash,
         chunk: u32,
         base: Option<ChunkRef>,
-    ) -> (Msg, Option<SemaphorePermit<'_>>) {
+        class: Class,
+    ) -> (Msg, Option<Permit<'_>>) {
         let cref = {
             let st = self.state.lock().expect("state lock");
             st.releases
@@ -967,16 +975,8 @@ impl Node {
         let Some(cref) = cref else {
             return (Msg::Reject { id, chunk }, None);
         };
-        let permit = match self.slots.try_acquire() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                // Counted down on drop: a cancelled request leaves the queue too.
-                let queued = Waiting::join(&self.waiting);
-                if queued.ahead >= self.opts.upload_slots.max(1) {
-                    return (Msg::Busy { id, chunk }, None);
-                }
-                self.slots.acquire().await.ok()
-            }
+        let Some(permit) = self.slots.acquire(class).await else {
+            return (Msg::Busy { id, chunk }, None);
         };
         // A manifest going out from here goes first (see ManifestFirst).
         let mut out = self.manifests_out.subscribe();
@@ -1011,7 +1011,7 @@ impl Node {
             tokio::time::sleep(wait).await;
         }
         self.counters.bytes_up.fetch_add(n, Ordering::Relaxed);
-        (reply, permit)
+        (reply, Some(permit))
     }
 
     /// The chunk whose stored bytes are `data` as a patch against `base`, if
@@ -1063,26 +1063,6 @@ impl<'a> ManifestFirst<'a> {
 impl Drop for ManifestFirst<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n -= 1);
-    }
-}
-
-/// A place in the queue for an upload slot.
-struct Waiting<'a> {
-    count: &'a std::sync::atomic::AtomicUsize,
-    /// Requests that were waiting before this one.
-    ahead: usize,
-}
-
-impl<'a> Waiting<'a> {
-    fn join(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        let ahead = count.fetch_add(1, Ordering::AcqRel);
-        Waiting { count, ahead }
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

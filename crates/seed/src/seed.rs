@@ -43,10 +43,19 @@ pub struct SeedConfig {
     /// Serve the read-only fleet page on this loopback address.
     #[serde(default)]
     pub web: Option<SocketAddr>,
+    /// Serve requests from other datacenters first (as agents with
+    /// `locality` do). Off: every asker is alike, as netsim's `bittorrent`
+    /// strategy runs it.
+    #[serde(default = "yes")]
+    pub locality: bool,
 }
 
 fn default_slots() -> usize {
     32
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +145,10 @@ impl Seed {
             download_limit: 0,
             upload_slots: cfg.upload_slots,
             install: InstallOptions::default(),
-            swarm: shoal_swarm_default(),
+            swarm: shoal_node::SwarmConfig {
+                locality: cfg.locality,
+                ..shoal_node::SwarmConfig::default()
+            },
             request_timeout: Duration::from_secs(15),
             fault_corrupt_uploads: false,
         };
@@ -279,10 +291,6 @@ fn metrics_text(node: &Node, tracker: &Tracker) -> String {
     agents.set(hosts);
     reg.register("shoal_tracker_agents", "Agents the tracker knows", agents);
     shoal_node::metrics::render(&reg)
-}
-
-fn shoal_swarm_default() -> shoal_node::SwarmConfig {
-    shoal_node::SwarmConfig::default()
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
         deploy_log: None,
         metrics: None,
         web: None,
+        locality: true,
     };
     let seed = Seed::start(&cfg).await.unwrap();
     let src = d.join("src");

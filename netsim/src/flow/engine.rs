@@ -57,6 +57,9 @@ const PARALLEL_FROM: usize = 64;
 const MANIFEST_FIRST: Duration = Duration::from_millis(500);
 /// The release's name in the rendezvous order of the manifest tree.
 const RELEASE: &str = "flow-release";
+/// The node's `LOCAL_WAIT_MAX`: a local request that waited this long is
+/// served before requests from across.
+const LOCAL_WAIT_MAX: Duration = Duration::from_secs(1);
 
 /// What one strategy's run measured.
 #[derive(Clone, Debug, Default)]
@@ -213,6 +216,75 @@ impl Ord for Event {
     }
 }
 
+/// An uploader's waiting requests, kept as the node's upload slots keep
+/// them (`crates/node/src/slots.rs`): requests from another datacenter in a
+/// queue of their own, served first unless a local one has waited
+/// `LOCAL_WAIT_MAX`; each queue answers `Busy` past the uploader's slots.
+#[derive(Clone, Default)]
+struct Waiting {
+    cross: VecDeque<(usize, ChunkIx)>,
+    /// With when each began to wait.
+    local: VecDeque<(usize, ChunkIx, Duration)>,
+}
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.cross.len() + self.local.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn of_class(&self, cross: bool) -> usize {
+        if cross {
+            self.cross.len()
+        } else {
+            self.local.len()
+        }
+    }
+
+    fn push(&mut self, cross: bool, (from, chunk): (usize, ChunkIx), now: Duration) {
+        if cross {
+            self.cross.push_back((from, chunk));
+        } else {
+            self.local.push_back((from, chunk, now));
+        }
+    }
+
+    fn pop(&mut self, now: Duration) -> Option<(usize, ChunkIx)> {
+        let local = |q: &mut VecDeque<(usize, ChunkIx, Duration)>| {
+            q.pop_front().map(|(from, chunk, _)| (from, chunk))
+        };
+        let overdue = self
+            .local
+            .front()
+            .is_some_and(|&(.., at)| now.saturating_sub(at) >= LOCAL_WAIT_MAX);
+        if overdue {
+            return local(&mut self.local);
+        }
+
+        self.cross.pop_front().or_else(|| local(&mut self.local))
+    }
+
+    /// Takes a cancelled request out; false if it is not waiting here.
+    fn remove(&mut self, from: usize, chunk: ChunkIx) -> bool {
+        if let Some(i) = self.cross.iter().position(|&r| r == (from, chunk)) {
+            self.cross.remove(i);
+            return true;
+        }
+        if let Some(i) = self
+            .local
+            .iter()
+            .position(|&(f, c, _)| (f, c) == (from, chunk))
+        {
+            self.local.remove(i);
+            return true;
+        }
+        false
+    }
+}
+
 struct Flow {
     from: usize,
     to: usize,
@@ -236,7 +308,7 @@ struct Sim<'a> {
     ops: Vec<Vec<Op>>,
     have: Vec<BitSet>,
     peers: Vec<Vec<usize>>,
-    queue: Vec<VecDeque<(usize, ChunkIx)>>,
+    queue: Vec<Waiting>,
     busy: Vec<usize>,
     slots: usize,
     pending: Vec<usize>,
@@ -245,6 +317,8 @@ struct Sim<'a> {
     links: Vec<Links>,
     rates: Vec<f64>,
     cancelled: HashSet<(usize, usize, ChunkIx)>,
+    /// Whether the strategy minds datacenters (the uploaders' queues do too).
+    locality: bool,
     /// Bytes of the manifest; 0 when hosts join at once.
     manifest: f64,
     /// Hosts holding the manifest (the seed from the start).
@@ -382,7 +456,7 @@ impl<'a> Sim<'a> {
             swarms,
             have,
             peers: vec![Vec::new(); n],
-            queue: vec![VecDeque::new(); n],
+            queue: vec![Waiting::default(); n],
             busy: vec![0; n],
             // Fewer, faster uploads than the agent's 32 for large pieces: a
             // piece is passed on only once whole, and each of k slots gets a
@@ -396,6 +470,7 @@ impl<'a> Sim<'a> {
             links: Vec::new(),
             rates: Vec::new(),
             cancelled: HashSet::new(),
+            locality: strategy.locality(),
             manifest: p.manifest as f64,
             joined: (0..n).map(|x| x == 0).collect(),
             held: vec![Vec::new(); n],
@@ -428,7 +503,28 @@ impl<'a> Sim<'a> {
         for (x, h) in self.have.iter().enumerate().skip(1) {
             held[self.dc[x]] += h.count();
         }
-        let queued: usize = self.queue.iter().map(VecDeque::len).sum();
+        // Pieces that have entered each datacenter (held by any of its hosts).
+        let count = self.lens.len();
+        let mut inside = vec![vec![false; count]; self.topo.dcs.len()];
+        for (x, h) in self.have.iter().enumerate().skip(1) {
+            for (i, seen) in inside[self.dc[x]].iter_mut().enumerate() {
+                *seen |= h.get(i);
+            }
+        }
+        let entered: Vec<usize> = inside
+            .iter()
+            .map(|d| d.iter().filter(|&&b| b).count())
+            .collect();
+        let queued: usize = self.queue.iter().map(Waiting::len).sum();
+        // How much of the seed's uplink its flows used in the last step.
+        let seed_rate: f64 = self
+            .flows
+            .iter()
+            .zip(&self.rates)
+            .filter(|(f, _)| f.from == 0)
+            .map(|(_, r)| r)
+            .sum();
+        let seed_busy = seed_rate / self.fluid.cap(0);
         tracing::debug!(
             target: "shoal_netsim::timeline",
             t = now.as_secs_f64(),
@@ -437,6 +533,8 @@ impl<'a> Sim<'a> {
             queued,
             seed_queue = self.queue[0].len(),
             held = ?held,
+            entered = ?entered,
+            seed_busy,
             "flow"
         );
     }
@@ -627,10 +725,11 @@ impl<'a> Sim<'a> {
                 }
             }
             Kind::Request { from, to, chunk } => {
-                let waiting = self.queue[to].len();
+                let cross = self.locality && self.dc[to] != self.dc[from];
+                let waiting = self.queue[to].of_class(cross);
                 if self.have[to].get(chunk as usize) && waiting >= self.slots {
-                    // As the agent does: past its slots' worth of waiting
-                    // requests, an uploader answers Busy.
+                    // As the node does: past its slots' worth of waiting
+                    // requests of the asker's class, an uploader answers Busy.
                     let at = now + self.lat(to, from);
                     self.push(
                         at,
@@ -642,7 +741,7 @@ impl<'a> Sim<'a> {
                     );
                 } else if self.have[to].get(chunk as usize) {
                     self.cancelled.remove(&(to, from, chunk));
-                    self.queue[to].push_back((from, chunk));
+                    self.queue[to].push(cross, (from, chunk), now);
                     if !self.is_pending[to] {
                         self.is_pending[to] = true;
                         self.pending.push(to);
@@ -661,10 +760,7 @@ impl<'a> Sim<'a> {
                 }
             }
             Kind::Cancel { from, to, chunk } => {
-                let q = &mut self.queue[to];
-                if let Some(i) = q.iter().position(|&(f, c)| f == from && c == chunk) {
-                    q.remove(i);
-                } else {
+                if !self.queue[to].remove(from, chunk) {
                     self.cancelled.insert((to, from, chunk));
                 }
             }
@@ -827,7 +923,7 @@ impl<'a> Sim<'a> {
             let manifest_first =
                 self.manifests_out[u] > 0 && now < self.manifest_since[u] + MANIFEST_FIRST;
             while self.busy[u] < self.slots && !manifest_first {
-                let Some((to, chunk)) = self.queue[u].pop_front() else {
+                let Some((to, chunk)) = self.queue[u].pop(now) else {
                     break;
                 };
                 self.busy[u] += 1;
@@ -896,5 +992,30 @@ impl<'a> Sim<'a> {
             self.wan_out[self.dc[from]] += bytes;
             self.wan_in[self.dc[to]] += bytes;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploads_serve_across_first_unless_a_neighbour_waited_long() {
+        let mut w = Waiting::default();
+        let t = Duration::from_millis;
+        w.push(false, (1, 10), t(0));
+        w.push(true, (2, 20), t(100));
+        w.push(false, (3, 30), t(200));
+        assert_eq!((w.of_class(true), w.of_class(false)), (1, 2));
+        // From across first, then the neighbours in order.
+        assert_eq!(w.pop(t(300)), Some((2, 20)));
+        assert_eq!(w.pop(t(300)), Some((1, 10)));
+        w.push(true, (4, 40), t(400));
+        // Host 3 has waited LOCAL_WAIT_MAX: it goes before the newer request from across.
+        assert_eq!(w.pop(t(200) + LOCAL_WAIT_MAX), Some((3, 30)));
+        assert!(w.remove(4, 40), "a cancelled request leaves the queue");
+        assert!(!w.remove(4, 40));
+        assert!(w.is_empty());
+        assert_eq!(w.pop(t(2000)), None);
     }
 }

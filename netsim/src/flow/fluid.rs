@@ -59,6 +59,11 @@ impl Fluid {
     }
 
     /// Fills `rates` (bytes per second) for `flows`.
+    /// Bytes per second of link `l`.
+    pub fn cap(&self, l: usize) -> f64 {
+        self.caps[l]
+    }
+
     pub fn rates(&mut self, flows: &[Links], rates: &mut Vec<f64>) {
         rates.clear();
         rates.resize(flows.len(), 0.0);

@@ -122,6 +122,7 @@ impl Fleet {
             deploy_log: None,
             metrics: None,
             web: None,
+            locality: true,
         };
         let cfg = SeedConfig {
             metrics: Some(free_tcp()),
