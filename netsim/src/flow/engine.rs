@@ -321,6 +321,8 @@ struct Sim<'a> {
     locality: bool,
     /// Bytes of the manifest; 0 when hosts join at once.
     manifest: f64,
+    /// When the timeline last logged, and the seed's bytes sent by then.
+    traced: (Duration, f64),
     /// Hosts holding the manifest (the seed from the start).
     joined: Vec<bool>,
     /// Manifest requests each host holds until it has the manifest itself
@@ -472,6 +474,7 @@ impl<'a> Sim<'a> {
             cancelled: HashSet::new(),
             locality: strategy.locality(),
             manifest: p.manifest as f64,
+            traced: (Duration::ZERO, 0.0),
             joined: (0..n).map(|x| x == 0).collect(),
             held: vec![Vec::new(); n],
             pairs: vec![Vec::new(); n],
@@ -498,7 +501,7 @@ impl<'a> Sim<'a> {
     }
 
     /// Pieces held in each datacenter, flows and queued requests.
-    fn timeline(&self, now: Duration) {
+    fn timeline(&mut self, now: Duration) {
         let mut held = vec![0usize; self.topo.dcs.len()];
         for (x, h) in self.have.iter().enumerate().skip(1) {
             held[self.dc[x]] += h.count();
@@ -516,15 +519,15 @@ impl<'a> Sim<'a> {
             .map(|d| d.iter().filter(|&&b| b).count())
             .collect();
         let queued: usize = self.queue.iter().map(Waiting::len).sum();
-        // How much of the seed's uplink its flows used in the last step.
-        let seed_rate: f64 = self
-            .flows
-            .iter()
-            .zip(&self.rates)
-            .filter(|(f, _)| f.from == 0)
-            .map(|(_, r)| r)
-            .sum();
-        let seed_busy = seed_rate / self.fluid.cap(0);
+        // How much of the seed's uplink was used since the last line.
+        let (t0, sent0) = self.traced;
+        let span = now.saturating_sub(t0).as_secs_f64();
+        let seed_busy = if span > 0.0 {
+            (self.sent[0] - sent0) / span / self.fluid.cap(0)
+        } else {
+            0.0
+        };
+        self.traced = (now, self.sent[0]);
         tracing::debug!(
             target: "shoal_netsim::timeline",
             t = now.as_secs_f64(),
