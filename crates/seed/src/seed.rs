@@ -46,7 +46,7 @@ pub struct SeedConfig {
     /// Serve requests from other datacenters first (as agents with
     /// `locality` do). Off: every asker is alike, as netsim's `bittorrent`
     /// strategy runs it.
-    #[serde(default = "yes")]
+    #[serde(default = "default_locality")]
     pub locality: bool,
 }
 
@@ -54,7 +54,7 @@ fn default_slots() -> usize {
     32
 }
 
-fn yes() -> bool {
+fn default_locality() -> bool {
     true
 }
 

@@ -263,7 +263,6 @@ impl Waiting {
         if overdue {
             return local(&mut self.local);
         }
-
         self.cross.pop_front().or_else(|| local(&mut self.local))
     }
 

@@ -58,12 +58,12 @@ impl Fluid {
         }
     }
 
-    /// Fills `rates` (bytes per second) for `flows`.
     /// Bytes per second of link `l`.
     pub fn cap(&self, l: usize) -> f64 {
         self.caps[l]
     }
 
+    /// Fills `rates` (bytes per second) for `flows`.
     pub fn rates(&mut self, flows: &[Links], rates: &mut Vec<f64>) {
         rates.clear();
         rates.resize(flows.len(), 0.0);
