@@ -18,6 +18,17 @@ const QUINN_MAX_STREAMS: u32 = 100;
 /// quinn's initial MTU (the QUIC minimum) and the one size probed above it.
 const INITIAL_MTU: u16 = 1200;
 const MTU_PROBE: u16 = 1452;
+/// The round trip between two hosts of one datacenter, as large operators
+/// report it: what [`send_window_for`] sizes a connection inside one for.
+/// Not measured per connection: hosts connect while their links are already
+/// busy, and a handshake's round trip then holds a queue's delay (10-60 ms
+/// in the 48-host simulation, against 0.5 ms on idle links).
+pub const LOCAL_RTT: Duration = Duration::from_micros(500);
+/// The fewest bytes in flight [`send_window_for`] allows a connection: four
+/// full packets, so a path whose bandwidth-delay product is smaller than a
+/// packet (a slow link with a sub-millisecond round trip) still runs at its
+/// rate between the acknowledgements.
+const MIN_SEND_WINDOW: u64 = 4 * MTU_PROBE as u64;
 /// A typical piece (a compressed 64 KiB average chunk) for counting requests in flight.
 const TYPICAL_PIECE: u64 = 64 << 10;
 /// Beyond this many concurrent streams the per-stream state costs more than it buys.
@@ -120,6 +131,25 @@ impl Default for Tuning {
     }
 }
 
+/// Bytes one connection may have in flight on a path of `bandwidth_bytes_per_s`
+/// (the host's link) and round trip `rtt`: twice the path's bandwidth-delay
+/// product, at least [`MIN_SEND_WINDOW`]. Nodes hold connections inside their
+/// datacenter to it (at [`LOCAL_RTT`]); across, the tuning's window stands.
+///
+/// Why a cap below quinn's: within a datacenter many hosts send to one at
+/// once (a host fetches from every neighbour holding what it lacks), and a
+/// loss-based congestion controller grows each sender's window until that
+/// host's switch queue overflows: in the 48-host simulation 8% of the seed's
+/// packets were dropped there and sent again, on the link that bounds the
+/// whole transfer. Twice the bandwidth-delay product still lets one sender fill
+/// the path alone; what several senders can queue at one receiver is then
+/// bounded by their windows, not by the queue.
+pub fn send_window_for(bandwidth_bytes_per_s: u64, rtt: Duration) -> u64 {
+    bdp(bandwidth_bytes_per_s, rtt)
+        .saturating_mul(2)
+        .max(MIN_SEND_WINDOW)
+}
+
 fn bdp(bandwidth_bytes_per_s: u64, rtt: Duration) -> u64 {
     let b = u128::from(bandwidth_bytes_per_s) * rtt.as_nanos() / 1_000_000_000;
     u64::try_from(b).unwrap_or(u64::MAX)
@@ -128,6 +158,27 @@ fn bdp(bandwidth_bytes_per_s: u64, rtt: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_window_is_twice_the_path_bdp_and_never_below_four_packets() {
+        // 1 Gbit/s at 40 ms: 5 MB in flight fill the path, 10 MB are allowed.
+        assert_eq!(
+            send_window_for(125_000_000, Duration::from_millis(40)),
+            10_000_000
+        );
+        // 20 Mbit/s at 0.5 ms: a BDP of 1,250 bytes, less than a packet.
+        let local = send_window_for(2_500_000, LOCAL_RTT);
+        assert_eq!(local, MIN_SEND_WINDOW);
+        assert!(local >= 4 * 1452);
+        // 1 Gbit/s inside a datacenter: 125 KB.
+        assert_eq!(send_window_for(125_000_000, LOCAL_RTT), 125_000);
+        // Extremes neither overflow nor go to zero.
+        assert_eq!(
+            send_window_for(u64::MAX, Duration::from_secs(1000)),
+            u64::MAX
+        );
+        assert_eq!(send_window_for(0, Duration::ZERO), MIN_SEND_WINDOW);
+    }
 
     #[test]
     fn never_below_quinn_defaults_and_extremes_do_not_overflow() {

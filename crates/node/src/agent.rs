@@ -130,6 +130,7 @@ pub async fn start_on(
         upload_limit: cfg.upload_limit,
         download_limit: cfg.download_limit,
         upload_slots: cfg.upload_slots,
+        link_bandwidth: cfg.path_bandwidth,
         install: InstallOptions {
             reserve: cfg.reserve,
             ..Default::default()

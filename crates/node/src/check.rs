@@ -132,7 +132,7 @@ pub const AGENT: &[Key] = &[
         "path_bandwidth",
         Kind::Int(1),
         false,
-        "bytes/s the request window is sized for",
+        "bytes/s of this host's link (sizes windows)",
     ),
     key(
         "path_rtt_ms",
@@ -193,6 +193,12 @@ pub const SEED: &[Key] = &[
         Kind::Int(1),
         false,
         "pieces uploaded at once",
+    ),
+    key(
+        "path_bandwidth",
+        Kind::Int(1),
+        false,
+        "bytes/s of this host's link (sizes windows)",
     ),
     key("deploy_log", Kind::OutFile, false, "the deploy log file"),
     key(

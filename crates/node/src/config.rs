@@ -43,7 +43,9 @@ pub struct AgentConfig {
     /// Bytes to keep free on the root's filesystem.
     #[serde(default = "default_reserve")]
     pub reserve: u64,
-    /// The path the window of requests in flight is sized for.
+    /// The path the window of requests in flight is sized for. The bandwidth
+    /// is this host's link speed: it also bounds the bytes in flight of each
+    /// connection inside the datacenter (twice its bandwidth-delay product).
     #[serde(default = "default_bandwidth")]
     pub path_bandwidth: u64,
     #[serde(default = "default_rtt")]

@@ -120,6 +120,11 @@ pub struct NodeOptions {
     pub upload_limit: u64,
     pub download_limit: u64,
     pub upload_slots: usize,
+    /// This host's link speed (bytes/s): each connection to a host of its own
+    /// datacenter holds its bytes in flight to twice that path's
+    /// bandwidth-delay product ([`shoal_net::send_window_for`]). 0: as the
+    /// endpoint's tuning allows.
+    pub link_bandwidth: u64,
     pub install: InstallOptions<'static>,
     pub swarm: shoal_swarm::Config,
     /// A request not answered in this time is given up (slow retrieval).
@@ -629,6 +634,14 @@ impl Node {
         dialed: bool,
     ) -> u64 {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        // Inside a datacenter many hosts send to one at once, and windows
+        // grown by loss-based congestion control overflow its queue.
+        if self.opts.link_bandwidth > 0 && hello.dc == self.opts.dc {
+            conn.set_send_window(shoal_net::send_window_for(
+                self.opts.link_bandwidth,
+                shoal_net::LOCAL_RTT,
+            ));
+        }
         let (ctl, mut ctl_rx) = mpsc::unbounded_channel::<Out>();
         let peer = Arc::new(Peer {
             host: hello.host.clone(),
@@ -1107,7 +1120,6 @@ impl Node {
         }
     }
 
-    /// Closes every connection with a word to the peers, so they notice at once.
     /// What QUIC sent on this node's connections, in its datacenter and
     /// across (`RUST_LOG=shoal_node::quic=debug`): where overhead and
     /// retransmissions go.
@@ -1131,9 +1143,20 @@ impl Node {
             t[k][6] +=
                 s.frame_tx.max_streams_bidi + s.frame_tx.max_stream_data + s.frame_tx.max_data;
         }
+        // Chunk bytes this node served, to set against what QUIC sent.
+        let (mut chunks_local, mut chunks_cross) = (0u64, 0u64);
+        for (dc, (up, _)) in self.counters.by_dc.lock().expect("counters lock").iter() {
+            if *dc == self.opts.dc {
+                chunks_local += up;
+            } else {
+                chunks_cross += up;
+            }
+        }
         tracing::debug!(
             target: "shoal_node::quic",
             host = %self.opts.host,
+            chunks_local,
+            chunks_cross,
             local_udp_tx = t[0][0],
             local_lost_bytes = t[0][1],
             local_lost_packets = t[0][2],
@@ -1152,6 +1175,7 @@ impl Node {
         );
     }
 
+    /// Closes every connection with a word to the peers, so they notice at once.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::Relaxed);
         if tracing::enabled!(target: "shoal_node::quic", tracing::Level::DEBUG) {

@@ -78,6 +78,7 @@ fn options(store: ChunkStore, key: shoal_bundle::signing::TrustedKey) -> NodeOpt
         upload_limit: 0,
         download_limit: 0,
         upload_slots: 4,
+        link_bandwidth: 0,
         install: InstallOptions::default(),
         swarm: Default::default(),
         request_timeout: Duration::from_secs(5),

@@ -34,6 +34,11 @@ pub struct SeedConfig {
     pub upload_limit: u64,
     #[serde(default = "default_slots")]
     pub upload_slots: usize,
+    /// The seed's link speed in bytes/s: each connection inside its
+    /// datacenter holds its bytes in flight to twice that path's
+    /// bandwidth-delay product.
+    #[serde(default = "default_bandwidth")]
+    pub path_bandwidth: u64,
     /// The deploy log (JSON lines; default `STORE/deploy.log`).
     #[serde(default)]
     pub deploy_log: Option<PathBuf>,
@@ -52,6 +57,10 @@ pub struct SeedConfig {
 
 fn default_slots() -> usize {
     32
+}
+
+fn default_bandwidth() -> u64 {
+    125_000_000
 }
 
 fn default_locality() -> bool {
@@ -144,6 +153,7 @@ impl Seed {
             upload_limit: cfg.upload_limit,
             download_limit: 0,
             upload_slots: cfg.upload_slots,
+            link_bandwidth: cfg.path_bandwidth,
             install: InstallOptions::default(),
             swarm: shoal_node::SwarmConfig {
                 locality: cfg.locality,
