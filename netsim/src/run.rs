@@ -262,7 +262,6 @@ async fn start_fleet(
         advertise: None,
         upload_limit: 0,
         upload_slots: 32,
-        path_bandwidth: seed_host.download.max(seed_host.upload),
         deploy_log: None,
         metrics: None,
         web: None,

@@ -194,12 +194,6 @@ pub const SEED: &[Key] = &[
         false,
         "pieces uploaded at once",
     ),
-    key(
-        "path_bandwidth",
-        Kind::Int(1),
-        false,
-        "bytes/s of this host's link (sizes windows)",
-    ),
     key("deploy_log", Kind::OutFile, false, "the deploy log file"),
     key(
         "metrics",

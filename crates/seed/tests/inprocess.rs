@@ -58,7 +58,6 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
         advertise: None,
         upload_limit: 0,
         upload_slots: 16,
-        path_bandwidth: 125_000_000,
         deploy_log: None,
         metrics: None,
         web: None,

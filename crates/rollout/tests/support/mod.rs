@@ -119,7 +119,6 @@ impl Fleet {
             advertise: None,
             upload_limit: 0,
             upload_slots: 16,
-            path_bandwidth: 125_000_000,
             deploy_log: None,
             metrics: None,
             web: None,
