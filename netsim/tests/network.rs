@@ -584,6 +584,16 @@ struct Transfer {
     hash: blake3::Hash,
 }
 
+/// The next connection to `server`, handshake done.
+async fn accept(server: &quinn::Endpoint) -> quinn::Connection {
+    server
+        .accept()
+        .await
+        .expect("incoming")
+        .await
+        .expect("handshake")
+}
+
 /// Sends `data` on one stream from host `from` to host `to` and reads it all.
 async fn transfer(
     net: &Arc<Network>,
@@ -612,12 +622,7 @@ async fn transfer(
     let len = data.len();
     let start = Instant::now();
     let reader = tokio::spawn(async move {
-        let conn = server
-            .accept()
-            .await
-            .expect("incoming")
-            .await
-            .expect("handshake");
+        let conn = accept(&server).await;
         let mut stream = conn.accept_uni().await.expect("stream");
         let mut hasher = blake3::Hasher::new();
         let mut got = 0usize;
@@ -977,12 +982,7 @@ async fn incast(topo: &Topology, window: Option<u64>) -> (Duration, u64) {
     let reader = tokio::spawn(async move {
         let mut reads = Vec::new();
         for _ in 0..SENDERS {
-            let conn = server
-                .accept()
-                .await
-                .expect("incoming")
-                .await
-                .expect("handshake");
+            let conn = accept(&server).await;
             reads.push(tokio::spawn(async move {
                 let mut stream = conn.accept_uni().await.expect("stream");
                 let got = stream.read_to_end(LEN).await.expect("read");
