@@ -161,6 +161,7 @@ fn locality_brings_each_chunk_into_each_datacenter_about_once() {
     let (agents, dcs, chunks) = (24, 3, 200);
     let cfg = Config {
         window: 4,
+        local_window: 4,
         seed_window: 4,
         cross_dc_patience: Duration::from_secs(2),
         ..Config::default()
@@ -199,6 +200,7 @@ fn locality_brings_each_chunk_into_each_datacenter_about_once() {
 fn a_lying_peer_is_banned_and_everyone_completes() {
     let cfg = Config {
         window: 4,
+        local_window: 4,
         ..Config::default()
     };
     let mut net = Net::new(8, 1, 50, &cfg);
@@ -257,6 +259,7 @@ fn timeouts_cancel_and_shrink_the_window() {
     let mut s = Swarm::new(
         Config {
             window: 4,
+            local_window: 4,
             request_timeout: Duration::from_secs(1),
             ..Config::default()
         },
@@ -284,6 +287,43 @@ fn timeouts_cancel_and_shrink_the_window() {
     assert_eq!(s.stats.timeouts, 4);
 }
 
+/// A neighbour is asked for a few pieces at a time, a peer across for a
+/// window sized to its long round trip; with locality off too, since the
+/// window follows where the peer is.
+#[test]
+fn neighbours_get_the_local_window_and_peers_across_the_full_one() {
+    for locality in [true, false] {
+        let mut s = Swarm::new(
+            Config {
+                dc: "a".into(),
+                locality,
+                window: 6,
+                local_window: 2,
+                cross_window: 64,
+                cross_dc_patience: Duration::ZERO,
+                ..Config::default()
+            },
+            "me",
+            vec![1000; 40],
+            BitSet::new(40),
+        );
+        s.add_peer(1, "near", "a", false);
+        s.add_peer(2, "far", "b", false);
+        s.set_members(["me"]);
+        s.peer_bitfield(1, |c| c < 20);
+        s.peer_bitfield(2, |c| c >= 20);
+        s.tick(Duration::from_secs(1));
+        let mut asked: HashMap<u64, usize> = HashMap::new();
+        while let Some(a) = s.poll_action() {
+            if let Action::Request { peer, .. } = a {
+                *asked.entry(peer).or_default() += 1;
+            }
+        }
+        assert_eq!(asked.get(&1), Some(&2), "locality {locality}: {asked:?}");
+        assert_eq!(asked.get(&2), Some(&6), "locality {locality}: {asked:?}");
+    }
+}
+
 /// The chunks a swarm asks of peer 9 (the one in another datacenter) at `now`.
 /// Requests to local peers are answered at once when `answer_local`.
 fn remote_requests_with(s: &mut Swarm, now: Duration, answer_local: bool) -> Vec<u32> {
@@ -309,6 +349,7 @@ fn waits_for_a_progressing_assignee_but_not_a_silent_one() {
     let chunks = 64;
     let cfg = Config {
         window: 64,
+        local_window: 64,
         cross_window: 64, // this host's whole share goes out in the first round
         cross_dc_patience: Duration::from_secs(3),
         ..Config::default()
@@ -350,6 +391,7 @@ fn waits_for_a_progressing_assignee_but_not_a_silent_one() {
 fn a_peer_that_keeps_timing_out_stops_blocking() {
     let cfg = Config {
         window: 4,
+        local_window: 4,
         request_timeout: Duration::from_secs(1),
         ..Config::default()
     };
@@ -386,6 +428,7 @@ fn homed(dc: &str, seed_dc: &str, other_dc: &str, chunks: usize) -> Swarm {
     let cfg = Config {
         dc: dc.into(),
         window: 64,
+        local_window: 64,
         seed_window: 64,
         cross_window: 64,
         cross_dc_patience: Duration::from_secs(3),
@@ -514,6 +557,7 @@ fn a_host_that_is_no_crosser_leaves_every_crossing_to_the_crossers() {
     let chunks = 64;
     let cfg = Config {
         window: 64,
+        local_window: 64,
         cross_window: 64,
         cross_dc_patience: Duration::from_secs(3),
         ..Config::default()
@@ -540,6 +584,7 @@ fn a_host_that_is_no_crosser_leaves_every_crossing_to_the_crossers() {
 fn a_busy_peer_is_left_alone_for_a_while_and_its_chunk_goes_elsewhere() {
     let cfg = Config {
         window: 1,
+        local_window: 1,
         busy_backoff: Duration::from_millis(100),
         ..Config::default()
     };
@@ -571,6 +616,7 @@ fn a_pause_cancels_what_is_in_flight_asks_nothing_and_keeps_every_peer() {
     // good and the agent never finished).
     let cfg = Config {
         window: 4,
+        local_window: 4,
         request_timeout: Duration::from_secs(1),
         ..Config::default()
     };
@@ -627,6 +673,7 @@ fn a_fresh_chunk_is_told_at_once_to_each_other_datacenter() {
     let cfg = Config {
         dc: "a".into(),
         window: 64,
+        local_window: 64,
         seed_window: 64,
         ..Config::default()
     };

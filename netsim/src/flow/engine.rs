@@ -418,6 +418,7 @@ impl<'a> Sim<'a> {
         let cfg = Config {
             locality: strategy.locality(),
             window: scaled(base.window),
+            local_window: scaled(base.local_window),
             seed_window: scaled(base.seed_window),
             cross_window: scaled(base.cross_window),
             request_timeout: base.request_timeout.mul_f64(scale),
