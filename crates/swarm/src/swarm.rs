@@ -136,7 +136,10 @@ struct Peer {
     dc: u64,
     have: BitSet,
     inflight: usize,
+    /// Requests it may have in flight now: halved when it times out or says
+    /// `Busy`, one more per piece it delivers, up to `max_window`.
     window: usize,
+    max_window: usize,
     banned: bool,
     /// No chunk was eligible from this peer at the last look; skip it until
     /// something changes.
@@ -362,6 +365,15 @@ impl Swarm {
             return;
         }
         let local = dc == self.cfg.dc || !self.cfg.locality;
+        // By where the peer is, not by `local`: with locality off every peer
+        // counts as local, but its round trip does not shrink.
+        let window = if seed {
+            self.cfg.seed_window
+        } else if dc == self.cfg.dc {
+            self.cfg.local_window
+        } else {
+            self.cfg.window
+        };
         self.peers.insert(
             id,
             Peer {
@@ -371,15 +383,8 @@ impl Swarm {
                 dc: host_key(dc),
                 have: BitSet::new(self.lens.len()),
                 inflight: 0,
-                // By where the peer is, not by `local`: with locality off
-                // every peer counts as local, but its round trip does not shrink.
-                window: if seed {
-                    self.cfg.seed_window
-                } else if dc == self.cfg.dc {
-                    self.cfg.local_window
-                } else {
-                    self.cfg.window
-                },
+                window,
+                max_window: window,
                 banned: false,
                 idle: false,
                 queued: false,
@@ -503,6 +508,7 @@ impl Swarm {
             p.strikes = 0;
             p.failures = 0;
             p.progress_at = now;
+            p.window = (p.window + 1).min(p.max_window);
         }
         let local = self.peers.get(&peer).is_none_or(|p| p.local);
         if !self.have.set(chunk as usize) {
@@ -570,12 +576,19 @@ impl Swarm {
 
     /// The peer's upload queue was full. Nothing is held against it, but it
     /// is left alone for `busy_backoff`: the chunk goes to whoever else holds
-    /// it, as a queue behind one popular host would leave the rest idle.
+    /// it, as a queue behind one popular host would leave the rest idle. Its
+    /// window halves, once for the `Busy`s of one burst: a host that many ask
+    /// at once (the seed, by 48 agents at 8 each against its 96 places) told
+    /// each of them `Busy` every backoff, and each answer cost the uplink that
+    /// binds a request, an answer and their acknowledgements.
     pub fn on_busy(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
         self.now = self.now.max(now);
         self.end_request(peer, chunk);
         self.stats.busy += 1;
         if let Some(p) = self.peers.get_mut(&peer) {
+            if p.busy_until <= now {
+                p.window = (p.window / 2).max(1);
+            }
             p.busy_until = now + self.cfg.busy_backoff;
         }
     }

@@ -324,6 +324,51 @@ fn neighbours_get_the_local_window_and_peers_across_the_full_one() {
     }
 }
 
+/// A peer that says `Busy` is asked for half as many pieces at a time, once
+/// per burst of `Busy`s, and for one more per piece it delivers, back up to
+/// its window.
+#[test]
+fn busy_halves_a_window_once_per_burst_and_pieces_grow_it_back() {
+    let mut s = Swarm::new(
+        Config {
+            local_window: 4,
+            busy_backoff: Duration::from_millis(100),
+            ..Config::default()
+        },
+        "me",
+        vec![1000; 40],
+        BitSet::new(40),
+    );
+    s.add_peer(1, "holder", "", false);
+    s.peer_bitfield(1, |_| true);
+    let mut ask = |s: &mut Swarm, now: Duration| -> Vec<u32> {
+        s.tick(now);
+        std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Request { chunk, .. } => Some(chunk),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = ask(&mut s, Duration::ZERO);
+    assert_eq!(first.len(), 4);
+    for &c in &first {
+        s.on_busy(Duration::ZERO, 1, c);
+    }
+    assert!(
+        ask(&mut s, Duration::from_millis(50)).is_empty(),
+        "backing off"
+    );
+    let second = ask(&mut s, Duration::from_millis(200));
+    assert_eq!(second.len(), 2, "four Busys at once halve the window once");
+    let t = Duration::from_millis(210);
+    for &c in &second {
+        s.on_piece(t, 1, c, true);
+    }
+    assert_eq!(ask(&mut s, t).len(), 4, "two pieces grew it back to 4");
+    assert_eq!(s.stats.busy, 4);
+}
+
 /// The chunks a swarm asks of peer 9 (the one in another datacenter) at `now`.
 /// Requests to local peers are answered at once when `answer_local`.
 fn remote_requests_with(s: &mut Swarm, now: Duration, answer_local: bool) -> Vec<u32> {
