@@ -341,7 +341,7 @@ fn busy_halves_a_window_once_per_burst_and_pieces_grow_it_back() {
     );
     s.add_peer(1, "holder", "", false);
     s.peer_bitfield(1, |_| true);
-    let mut ask = |s: &mut Swarm, now: Duration| -> Vec<u32> {
+    let ask = |s: &mut Swarm, now: Duration| -> Vec<u32> {
         s.tick(now);
         std::iter::from_fn(|| s.poll_action())
             .filter_map(|a| match a {
