@@ -958,8 +958,11 @@ impl Node {
                 }
             },
         };
-        let _first = matches!(reply, Msg::Manifest { .. } | Msg::ManifestPatch { .. })
-            .then(|| ManifestFirst::new(&self.manifests_out));
+        let _first = matches!(
+            reply,
+            Msg::Manifest { .. } | Msg::ManifestPatch { .. } | Msg::ManifestCompressed { .. }
+        )
+        .then(|| ManifestFirst::new(&self.manifests_out));
         if send_msg(&mut send, &reply).await.is_err() {
             return Ok(()); // cancelled, or the connection is gone
         }

@@ -425,9 +425,7 @@ impl Control for Tracker {
                     Msg::GetManifest { id } => match st.releases.iter().find(|(a, _)| a.id == id) {
                         Some((_, signed)) => {
                             tracing::debug!(host = %from.host, "manifest sent by the tracker");
-                            Msg::Manifest {
-                                signed: signed.as_ref().clone(),
-                            }
+                            shoal_proto::manifest_answer(id, signed, None)
                         }
                         None => Msg::Error {
                             message: format!("no release {id}"),
