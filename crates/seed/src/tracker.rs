@@ -422,39 +422,8 @@ impl Control for Tracker {
                             releases: st.releases.iter().map(|(a, _)| a.clone()).collect(),
                         }
                     }
-                    Msg::GetManifest { id } => match st.releases.iter().find(|(a, _)| a.id == id) {
-                        Some((_, signed)) => {
-                            tracing::debug!(host = %from.host, "manifest sent by the tracker");
-                            shoal_proto::manifest_answer(id, signed, None)
-                        }
-                        None => Msg::Error {
-                            message: format!("no release {id}"),
-                        },
-                    },
-                    Msg::GetManifestPatch { id, base } => {
-                        let find = |want: Hash| {
-                            st.releases
-                                .iter()
-                                .find(|(a, _)| a.id == want)
-                                .map(|(_, signed)| signed.clone())
-                        };
-                        let (signed, base_signed) = (find(id), find(base));
-                        // Patching takes milliseconds: not under the lock.
-                        drop(st);
-                        match signed {
-                            Some(signed) => {
-                                tracing::debug!(host = %from.host, "manifest patch sent by the tracker");
-                                shoal_proto::manifest_answer(
-                                    id,
-                                    &signed,
-                                    base_signed.as_deref().map(|b| (base, b.as_slice())),
-                                )
-                            }
-                            None => Msg::Error {
-                                message: format!("no release {id}"),
-                            },
-                        }
-                    }
+                    Msg::GetManifest { id } => manifest(st, from, id, None),
+                    Msg::GetManifestPatch { id, base } => manifest(st, from, id, Some(base)),
                     Msg::GetPeers { id } => self.peers(&st, from, id),
                     Msg::GetFleet => {
                         drop(st);
@@ -542,6 +511,37 @@ pub fn utc(unix: u64) -> String {
         ),
         Err(_) => format!("{unix} (unix time)"),
     }
+}
+
+/// The answer to `GetManifest` (no `base`) or `GetManifestPatch`: the
+/// manifest patched against `base` or compressed, built after the lock is
+/// released because compressing takes milliseconds.
+fn manifest(
+    st: std::sync::MutexGuard<'_, State>,
+    from: &Hello,
+    id: Hash,
+    base: Option<Hash>,
+) -> Msg {
+    let find = |want: Hash| {
+        st.releases
+            .iter()
+            .find(|(a, _)| a.id == want)
+            .map(|(_, signed)| signed.clone())
+    };
+    let (signed, base_signed) = (find(id), base.and_then(find));
+    drop(st);
+    let Some(signed) = signed else {
+        return Msg::Error {
+            message: format!("no release {id}"),
+        };
+    };
+    tracing::debug!(host = %from.host, patch = base_signed.is_some(), "manifest sent by the tracker");
+    shoal_proto::manifest_answer(
+        id,
+        &signed,
+        base.zip(base_signed.as_deref())
+            .map(|(b, k)| (b, k.as_slice())),
+    )
 }
 
 #[cfg(test)]
