@@ -17,6 +17,7 @@
 
 mod bitset;
 mod inflight;
+mod peers;
 mod rate;
 mod swarm;
 

@@ -2,8 +2,8 @@
 
 use crate::bitset::BitSet;
 use crate::inflight::InFlight;
+use crate::peers::{Peer, Peers, Slot};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 /// Timeout rounds in a row after which a peer is treated as gone.
@@ -128,34 +128,6 @@ pub struct Stats {
     pub endgame_cross: u64,
 }
 
-struct Peer {
-    local: bool,
-    seed: bool,
-    key: u64,
-    /// Its datacenter's key ([`host_key`] of the name).
-    dc: u64,
-    have: BitSet,
-    inflight: usize,
-    /// Requests it may have in flight now: halved when it times out or says
-    /// `Busy`, one more per piece it delivers, up to `max_window`.
-    window: usize,
-    max_window: usize,
-    banned: bool,
-    /// No chunk was eligible from this peer at the last look; skip it until
-    /// something changes.
-    idle: bool,
-    /// When it last showed progress (joined, announced a chunk, delivered one).
-    progress_at: Duration,
-    /// It is in `Swarm::candidates`.
-    queued: bool,
-    /// Ticks in a row in which its requests timed out without a delivery.
-    strikes: u32,
-    /// Requests in a row that failed without an answer.
-    failures: u32,
-    /// It said its upload queue was full: not asked until then.
-    busy_until: Duration,
-}
-
 pub struct Swarm {
     cfg: Config,
     my_key: u64,
@@ -164,16 +136,10 @@ pub struct Swarm {
     missing: usize,
     /// Requests in flight per chunk: (peer, sent at).
     inflight: InFlight,
-    /// By id. Hashed, not a tree: the swarm looks a peer up for every
-    /// `Have` and every chunk it considers, and its order never matters
-    /// (`schedule` sorts what it asks).
-    peers: HashMap<PeerId, Peer, BuildHasherDefault<IdHasher>>,
-    /// Holders among live peers, and among those in this datacenter.
-    avail: Vec<u32>,
-    avail_local: Vec<u32>,
-    /// Seeds among those holders (all of them / those in this datacenter).
-    avail_seed: Vec<u32>,
-    avail_seed_local: Vec<u32>,
+    /// In slots; their order never matters (`schedule` sorts what it asks).
+    peers: Peers,
+    /// Per chunk, how many live peers hold it.
+    avail: Vec<Holders>,
     /// The driver's clock at the last event, for peers' progress times.
     now: Duration,
     /// Agents of this datacenter in the swarm (from the tracker), connected or
@@ -221,38 +187,48 @@ pub struct Swarm {
     returned: Vec<ChunkIx>,
     /// Peers that may be askable (see `nudge`): `schedule` looks at these
     /// only, as most events change one peer and a host may have hundreds.
-    candidates: Vec<PeerId>,
+    candidates: Vec<Slot>,
     rng: u64,
     completed: bool,
     pub stats: Stats,
 }
 
-/// Hashes a peer id with one `mix`: ids are the driver's own numbers, not
-/// an attacker's, and SipHash cost more than the lookups it guards.
-#[derive(Default)]
-struct IdHasher(u64);
+/// How many live peers hold a chunk. One record, not four vectors: every
+/// `Have` and every chunk the scheduler considers reads several counts of
+/// the same chunk, and at ten thousand swarms each vector was a cache miss.
+#[derive(Clone, Copy, Debug, Default)]
+struct Holders {
+    all: u32,
+    /// Those in this datacenter.
+    local: u32,
+    /// Seeds among all of them, and among those in this datacenter.
+    seed: u32,
+    seed_local: u32,
+}
 
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl Holders {
+    fn add(&mut self, local: bool, seed: bool) {
+        self.all += 1;
+        self.local += u32::from(local);
+        self.seed += u32::from(seed);
+        self.seed_local += u32::from(seed && local);
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = mix(self.0 ^ u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = mix(self.0 ^ n);
+
+    fn remove(&mut self, local: bool, seed: bool) {
+        self.all -= 1;
+        self.local -= u32::from(local);
+        self.seed -= u32::from(seed);
+        self.seed_local -= u32::from(seed && local);
     }
 }
 
 /// Ends a peer's idleness and makes it a candidate once (see `Swarm::nudge`;
 /// a free function, so loops over the peers can call it).
-fn wake(id: PeerId, p: &mut Peer, candidates: &mut Vec<PeerId>) {
+fn wake(slot: Slot, p: &mut Peer, candidates: &mut Vec<Slot>) {
     p.idle = false;
     if !p.queued && !p.banned {
         p.queued = true;
-        candidates.push(id);
+        candidates.push(slot);
     }
 }
 
@@ -300,11 +276,8 @@ impl Swarm {
             have,
             missing,
             inflight: InFlight::new(n),
-            peers: HashMap::default(),
-            avail: vec![0; n],
-            avail_local: vec![0; n],
-            avail_seed: vec![0; n],
-            avail_seed_local: vec![0; n],
+            peers: Peers::default(),
+            avail: vec![Holders::default(); n],
             now: Duration::ZERO,
             members: HashMap::new(),
             members_known: false,
@@ -343,7 +316,7 @@ impl Swarm {
         self.peers.values().filter(|p| !p.banned).count()
     }
     pub fn is_banned(&self, peer: PeerId) -> bool {
-        self.peers.get(&peer).is_some_and(|p| p.banned)
+        self.peers.by_id(peer).is_some_and(|p| p.banned)
     }
 
     /// The driver's clock now. Events without a time of their own (a peer
@@ -361,7 +334,7 @@ impl Swarm {
     /// A peer connected, from datacenter `dc` (local if it is this host's);
     /// `seed`: holds every chunk and should be spared where agents can serve.
     pub fn add_peer(&mut self, id: PeerId, host: &str, dc: &str, seed: bool) {
-        if self.peers.contains_key(&id) {
+        if self.peers.contains(id) {
             return;
         }
         let local = dc == self.cfg.dc || !self.cfg.locality;
@@ -374,27 +347,25 @@ impl Swarm {
         } else {
             self.cfg.window
         };
-        self.peers.insert(
+        let slot = self.peers.insert(Peer {
             id,
-            Peer {
-                local,
-                seed,
-                key: host_key(host),
-                dc: host_key(dc),
-                have: BitSet::new(self.lens.len()),
-                inflight: 0,
-                window,
-                max_window: window,
-                banned: false,
-                idle: false,
-                queued: false,
-                progress_at: self.now,
-                strikes: 0,
-                failures: 0,
-                busy_until: Duration::ZERO,
-            },
-        );
-        self.nudge(id);
+            local,
+            seed,
+            key: host_key(host),
+            dc: host_key(dc),
+            have: BitSet::new(self.lens.len()),
+            inflight: 0,
+            window,
+            max_window: window,
+            banned: false,
+            idle: false,
+            queued: false,
+            progress_at: self.now,
+            strikes: 0,
+            failures: 0,
+            busy_until: Duration::ZERO,
+        });
+        self.nudge(slot);
         // A new host in this datacenter changes who each chunk is assigned to.
         if local {
             self.assigned_stale |= !seed;
@@ -437,55 +408,57 @@ impl Swarm {
 
     /// A peer's full set of chunks (sent once, when the swarm opens).
     pub fn peer_bitfield(&mut self, id: PeerId, has: impl Fn(usize) -> bool) {
+        let Some(slot) = self.peers.slot(id) else {
+            return;
+        };
         for i in 0..self.lens.len() {
             if has(i) {
-                self.peer_have(id, i as ChunkIx);
+                self.slot_has(slot, i as ChunkIx);
             }
         }
     }
 
     /// A peer now holds `chunk`.
     pub fn peer_have(&mut self, id: PeerId, chunk: ChunkIx) {
-        let Some(p) = self.peers.get_mut(&id) else {
-            return;
-        };
+        if let Some(slot) = self.peers.slot(id) {
+            self.slot_has(slot, chunk);
+        }
+    }
+
+    fn slot_has(&mut self, slot: Slot, chunk: ChunkIx) {
+        let p = &mut self.peers[slot];
         if p.banned || !p.have.set(chunk as usize) {
             return;
         }
         p.progress_at = self.now;
         let (local, seed) = (p.local, p.seed);
         let c = chunk as usize;
-        if !seed && self.avail[c] == self.avail_seed[c] && !self.have.get(c) {
+        let held = &mut self.avail[c];
+        if !seed && held.all == held.seed && !self.have.get(c) {
             self.fresh_copy_at = Some(self.now);
         }
-        self.avail[chunk as usize] += 1;
-        if seed {
-            self.avail_seed[chunk as usize] += 1;
-            if local {
-                self.avail_seed_local[chunk as usize] += 1;
-            }
-        }
-        if local {
-            // Only this peer can gain an eligible chunk: a chunk held here
-            // makes fetching it across less eligible, never more.
-            self.avail_local[chunk as usize] += 1;
-        }
+        // Only this peer can gain an eligible chunk: a chunk held here makes
+        // fetching it across less eligible, never more.
+        held.add(local, seed);
         // Even a chunk it cannot ask for now wakes the peer: a look at it
         // also catches what time made eligible (a crossing whose assignee
         // went quiet, a Busy that expired) sooner than the once-a-second
         // wake-up. (Waking only on useful chunks cost 3dc-48 1.39 → 1.47 ×
         // T_lb.)
-        self.nudge(id);
+        wake(slot, &mut self.peers[slot], &mut self.candidates);
     }
 
     /// A peer disconnected: its requests go back into the pool.
     pub fn remove_peer(&mut self, id: PeerId) {
         self.drop_peer_requests(id, false);
-        if let Some(p) = self.peers.remove(&id) {
+        if let Some((slot, p)) = self.peers.remove(id) {
             if !p.banned {
                 self.forget(&p.have, p.local, p.seed);
             }
             self.assigned_stale |= p.local && !p.seed;
+            // The slot goes to the next peer to join, which must not find
+            // itself listed by its predecessor.
+            self.candidates.retain(|&s| s != slot);
         }
         self.wake_all();
     }
@@ -504,13 +477,13 @@ impl Swarm {
             return;
         }
         let len = u64::from(self.lens[chunk as usize]);
-        if let Some(p) = self.peers.get_mut(&peer) {
+        if let Some(p) = self.peers.by_id_mut(peer) {
             p.strikes = 0;
             p.failures = 0;
             p.progress_at = now;
             p.window = (p.window + 1).min(p.max_window);
         }
-        let local = self.peers.get(&peer).is_none_or(|p| p.local);
+        let local = self.peers.by_id(peer).is_none_or(|p| p.local);
         if !self.have.set(chunk as usize) {
             self.stats.duplicates += 1;
             return;
@@ -519,7 +492,8 @@ impl Swarm {
         if !local {
             self.stats.bytes_in_cross_dc += len;
         }
-        let fresh = self.avail[chunk as usize] == self.avail_seed[chunk as usize];
+        let held = self.avail[chunk as usize];
+        let fresh = held.all == held.seed;
         if fresh {
             self.fresh_copy_at = Some(now);
         }
@@ -528,12 +502,13 @@ impl Swarm {
         // Endgame duplicates still out for this chunk are no longer needed.
         {
             for (p, _) in self.inflight.take(chunk) {
-                if let Some(pp) = self.peers.get_mut(&p) {
+                if let Some(slot) = self.peers.slot(p) {
+                    let pp = &mut self.peers[slot];
                     pp.inflight -= 1;
                     if !pp.local {
                         self.cross_inflight -= 1;
                     }
-                    self.nudge(p);
+                    self.nudge(slot);
                 }
                 self.actions.push_back(Action::Cancel { peer: p, chunk });
             }
@@ -563,12 +538,7 @@ impl Swarm {
     pub fn pause(&mut self, now: Duration, until: Duration) {
         self.now = self.now.max(now);
         self.paused_until = self.paused_until.max(until);
-        let inflight: Vec<(PeerId, ChunkIx)> = self
-            .inflight
-            .iter()
-            .flat_map(|(c, reqs)| reqs.iter().map(move |&(p, _)| (p, c)))
-            .collect();
-        for (peer, chunk) in inflight {
+        for (chunk, peer, _) in self.inflight.by_chunk() {
             self.end_request(peer, chunk);
             self.actions.push_back(Action::Cancel { peer, chunk });
         }
@@ -585,7 +555,7 @@ impl Swarm {
         self.now = self.now.max(now);
         self.end_request(peer, chunk);
         self.stats.busy += 1;
-        if let Some(p) = self.peers.get_mut(&peer) {
+        if let Some(p) = self.peers.by_id_mut(peer) {
             if p.busy_until <= now {
                 p.window = (p.window / 2).max(1);
             }
@@ -595,7 +565,7 @@ impl Swarm {
 
     pub fn on_failed(&mut self, peer: PeerId, chunk: ChunkIx, lacks: bool) {
         self.end_request(peer, chunk);
-        if !lacks && let Some(p) = self.peers.get_mut(&peer) {
+        if !lacks && let Some(p) = self.peers.by_id_mut(peer) {
             p.failures += 1;
             if p.failures >= FAILURES_BEFORE_BAN {
                 self.ban(
@@ -606,26 +576,16 @@ impl Swarm {
             }
         }
         if lacks
-            && let Some(p) = self.peers.get_mut(&peer)
+            && let Some(p) = self.peers.by_id_mut(peer)
             && p.have.clear(chunk as usize)
         {
-            let c = chunk as usize;
-            self.avail[c] -= 1;
-            if p.local {
-                self.avail_local[c] -= 1;
-            }
-            if p.seed {
-                self.avail_seed[c] -= 1;
-                if p.local {
-                    self.avail_seed_local[c] -= 1;
-                }
-            }
+            self.avail[chunk as usize].remove(p.local, p.seed);
         }
     }
 
     /// Bans a peer for a protocol violation seen by the driver.
     pub fn ban(&mut self, peer: PeerId, reason: String) {
-        let Some(p) = self.peers.get_mut(&peer) else {
+        let Some(p) = self.peers.by_id_mut(peer) else {
             return;
         };
         if p.banned {
@@ -646,11 +606,9 @@ impl Swarm {
         self.now = self.now.max(now);
         let timeout = self.cfg.request_timeout;
         let mut expired = Vec::new();
-        for (chunk, reqs) in self.inflight.iter() {
-            for &(peer, at) in reqs {
-                if now.saturating_sub(at) >= timeout {
-                    expired.push((peer, chunk));
-                }
+        for (chunk, peer, at) in self.inflight.by_chunk() {
+            if now.saturating_sub(at) >= timeout {
+                expired.push((peer, chunk));
             }
         }
         let mut slow = std::collections::BTreeSet::new();
@@ -664,7 +622,7 @@ impl Swarm {
         // peer that keeps timing out is treated as gone (it may have died
         // without a word): its chunks no longer hold back fetching elsewhere.
         for peer in slow {
-            if let Some(p) = self.peers.get_mut(&peer) {
+            if let Some(p) = self.peers.by_id_mut(peer) {
                 p.window = (p.window / 2).max(1);
                 p.strikes += 1;
                 if p.strikes >= UNRESPONSIVE_STRIKES {
@@ -691,9 +649,9 @@ impl Swarm {
             |p: &Peer| !p.banned && !p.idle && p.inflight < p.window && p.busy_until <= now;
         if !self.returned.is_empty() {
             let returned = std::mem::take(&mut self.returned);
-            for (&id, p) in self.peers.iter_mut() {
+            for (slot, p) in self.peers.iter_mut() {
                 if p.idle && returned.iter().any(|&c| p.have.get(c as usize)) {
-                    wake(id, p, &mut self.candidates);
+                    wake(slot, p, &mut self.candidates);
                 }
             }
             self.returned = returned;
@@ -713,18 +671,19 @@ impl Swarm {
         // Candidates that cannot be asked now drop out, unless only their
         // Busy holds them back (it ends with time, not with an event).
         let mut candidates = std::mem::take(&mut self.candidates);
-        let mut order: Vec<(bool, bool, usize, u64, PeerId)> = Vec::new();
-        candidates.retain(|&id| {
-            let Some(p) = self.peers.get_mut(&id) else {
+        let mut order: Vec<(bool, bool, usize, u64, PeerId, Slot)> = Vec::new();
+        candidates.retain(|&slot| {
+            let Some(p) = self.peers.get_mut(slot) else {
                 return false;
             };
             if askable(p) {
+                let id = p.id;
                 let tiebreak = if self.cfg.locality {
                     mix(id ^ self.rng)
                 } else {
                     mix(id ^ self.rng ^ now.as_nanos() as u64)
                 };
-                order.push((!p.local, p.seed, p.inflight, tiebreak, id));
+                order.push((!p.local, p.seed, p.inflight, tiebreak, id, slot));
                 p.queued = false;
                 false
             } else {
@@ -734,30 +693,30 @@ impl Swarm {
         });
         self.candidates = candidates;
         order.sort_unstable();
-        for (.., id) in order {
-            while self.peers[&id].inflight < self.peers[&id].window {
-                if !self.peers[&id].local && self.cross_inflight >= self.cfg.cross_window {
+        for (.., slot) in order {
+            while self.peers[slot].inflight < self.peers[slot].window {
+                if !self.peers[slot].local && self.cross_inflight >= self.cfg.cross_window {
                     break;
                 }
-                let Some(chunk) = self.pick(now, id) else {
-                    self.peers.get_mut(&id).expect("listed").idle = true;
+                let Some(chunk) = self.pick(now, slot) else {
+                    self.peers[slot].idle = true;
                     break;
                 };
-                self.send_request(now, id, chunk);
+                self.send_request(now, slot, chunk);
             }
             // Held back by the cross-datacenter window: asked again next time.
-            let p = &self.peers[&id];
+            let p = &self.peers[slot];
             if !p.idle && p.inflight < p.window {
-                self.nudge(id);
+                self.nudge(slot);
             }
         }
     }
 
     /// `id` may have something to be asked for: it is looked at in the next
     /// `schedule`, which looks at no other peer.
-    fn nudge(&mut self, id: PeerId) {
-        if let Some(p) = self.peers.get_mut(&id) {
-            wake(id, p, &mut self.candidates);
+    fn nudge(&mut self, slot: Slot) {
+        if let Some(p) = self.peers.get_mut(slot) {
+            wake(slot, p, &mut self.candidates);
         }
     }
 
@@ -782,14 +741,15 @@ impl Swarm {
         }
     }
 
-    fn send_request(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
-        if self.peers.get(&peer).is_some_and(|p| !p.local) {
+    fn send_request(&mut self, now: Duration, slot: Slot, chunk: ChunkIx) {
+        if !self.peers[slot].local {
             self.refresh_progress(now);
         }
         let endgame = self.inflight.contains(chunk);
         self.wanted.clear(chunk as usize);
+        let p = &mut self.peers[slot];
+        let peer = p.id;
         self.inflight.push(chunk, peer, now);
-        let p = self.peers.get_mut(&peer).expect("known peer");
         if endgame {
             self.stats.endgame += 1;
             self.stats.endgame_cross += u64::from(!p.local);
@@ -815,7 +775,7 @@ impl Swarm {
     /// The chunk to ask `peer` for next: the rarest eligible one among a
     /// sample of the chunks it holds and nobody is fetching, from a random
     /// place (so hosts spread over different chunks), or an endgame duplicate.
-    fn pick(&mut self, now: Duration, peer: PeerId) -> Option<ChunkIx> {
+    fn pick(&mut self, now: Duration, peer: Slot) -> Option<ChunkIx> {
         const SAMPLE: usize = 24;
         let words = self.wanted.words();
         let mut best: Option<(u32, ChunkIx)> = None;
@@ -827,7 +787,7 @@ impl Swarm {
             'scan: for k in 0..words {
                 let w = (start + k) % words;
                 let mut bits =
-                    (self.wanted.word(w) & self.peers[&peer].have.word(w)).rotate_right(rot);
+                    (self.wanted.word(w) & self.peers[peer].have.word(w)).rotate_right(rot);
                 while bits != 0 {
                     let b = bits.trailing_zeros();
                     bits &= bits - 1;
@@ -835,7 +795,7 @@ impl Swarm {
                     if !self.eligible(now, peer, c) {
                         continue;
                     }
-                    let rarity = self.avail[c as usize];
+                    let rarity = self.avail[c as usize].all;
                     if best.is_none_or(|(r, _)| rarity < r) {
                         best = Some((rarity, c));
                     }
@@ -853,23 +813,25 @@ impl Swarm {
     }
 
     /// Once nothing is left to request, ask a second peer for chunks in flight.
-    fn endgame_pick(&mut self, now: Duration, peer: PeerId) -> Option<ChunkIx> {
+    fn endgame_pick(&mut self, now: Duration, slot: Slot) -> Option<ChunkIx> {
         if self.wanted.any() {
             return None;
         }
+        let peer = self.peers[slot].id;
         let limit = 1 + self.cfg.endgame_duplicates;
         let chunks: Vec<ChunkIx> = self
             .inflight
-            .iter()
-            .filter(|(_, reqs)| reqs.len() < limit && !reqs.iter().any(|(p, _)| *p == peer))
-            .map(|(c, _)| c)
+            .by_chunk()
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|reqs| reqs.len() < limit && !reqs.iter().any(|r| r.1 == peer))
+            .map(|reqs| reqs[0].0)
             .collect();
-        chunks.into_iter().find(|&c| self.eligible(now, peer, c))
+        chunks.into_iter().find(|&c| self.eligible(now, slot, c))
     }
 
     /// May `chunk` be asked of `peer` now?
-    fn eligible(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) -> bool {
-        let p = &self.peers[&peer];
+    fn eligible(&mut self, now: Duration, peer: Slot, chunk: ChunkIx) -> bool {
+        let p = &self.peers[peer];
         if !p.have.get(chunk as usize) {
             return false;
         }
@@ -878,7 +840,7 @@ impl Swarm {
             // Spare the seed, the scarcest uplink: it sends each chunk once,
             // into the chunk's home datacenter, and every other copy comes
             // from agents.
-            if self.avail[c] > self.avail_seed[c] {
+            if self.avail[c].all > self.avail[c].seed {
                 return false;
             }
             return self.is_home(now, chunk) && self.crossing_is_mine(now, chunk);
@@ -889,7 +851,7 @@ impl Swarm {
         // Across datacenters: only if no agent here has it (a seed here is
         // spared for chunks that have no copy yet), and only by the host it
         // is assigned to, unless that host has kept us waiting too long.
-        if self.avail_local[c] > self.avail_seed_local[c] {
+        if self.avail[c].local > self.avail[c].seed_local {
             return false;
         }
         self.crossing_is_mine(now, chunk)
@@ -904,10 +866,11 @@ impl Swarm {
     /// others wait for the batch (a 1% delta took 1.8 s instead of 0.4 s).
     fn tell_crossers(&mut self, chunk: ChunkIx) {
         let mut best: Vec<(u64, u64, PeerId)> = Vec::new();
-        for (&id, p) in &self.peers {
+        for p in self.peers.values() {
             if p.local || p.seed || p.banned || p.have.get(chunk as usize) {
                 continue;
             }
+            let id = p.id;
             let s = score(p.key, chunk);
             match best.iter_mut().find(|(dc, ..)| *dc == p.dc) {
                 Some(b) if b.1 >= s => {}
@@ -1007,13 +970,14 @@ impl Swarm {
             return;
         }
         let (removed, empty) = self.inflight.remove(chunk, peer);
-        if removed && let Some(p) = self.peers.get_mut(&peer) {
+        if removed && let Some(slot) = self.peers.slot(peer) {
+            let p = &mut self.peers[slot];
             p.inflight -= 1;
             if !p.local {
                 self.cross_inflight -= 1;
             }
             // Its window has room again.
-            self.nudge(peer);
+            self.nudge(slot);
         }
         if empty && !self.have.get(chunk as usize) {
             self.wanted.set(chunk as usize);
@@ -1027,9 +991,10 @@ impl Swarm {
     fn drop_peer_requests(&mut self, peer: PeerId, cancel: bool) {
         let chunks: Vec<ChunkIx> = self
             .inflight
-            .iter()
-            .filter(|(_, r)| r.iter().any(|(p, _)| *p == peer))
-            .map(|(c, _)| c)
+            .by_chunk()
+            .into_iter()
+            .filter(|r| r.1 == peer)
+            .map(|r| r.0)
             .collect();
         for chunk in chunks {
             self.end_request(peer, chunk);
@@ -1043,23 +1008,14 @@ impl Swarm {
     fn forget(&mut self, have: &BitSet, local: bool, seed: bool) {
         for i in 0..have.len() {
             if have.get(i) {
-                self.avail[i] -= 1;
-                if local {
-                    self.avail_local[i] -= 1;
-                }
-                if seed {
-                    self.avail_seed[i] -= 1;
-                    if local {
-                        self.avail_seed_local[i] -= 1;
-                    }
-                }
+                self.avail[i].remove(local, seed);
             }
         }
     }
 
     fn wake_all(&mut self) {
-        for (&id, p) in self.peers.iter_mut() {
-            wake(id, p, &mut self.candidates);
+        for (slot, p) in self.peers.iter_mut() {
+            wake(slot, p, &mut self.candidates);
         }
     }
 
