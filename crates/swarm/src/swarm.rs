@@ -444,8 +444,15 @@ impl Swarm {
         // also catches what time made eligible (a crossing whose assignee
         // went quiet, a Busy that expired) sooner than the once-a-second
         // wake-up. (Waking only on useful chunks cost 3dc-48 1.39 → 1.47 ×
-        // T_lb.)
-        wake(slot, &mut self.peers[slot], &mut self.candidates);
+        // T_lb.) Not an agent of this datacenter, for a chunk this host
+        // holds: what it may be asked for is just what it holds and this
+        // host lacks, so the look would find nothing new. (Half the `Have`s
+        // a host hears; at 1,000 hosts such looks were 20 million of the 25
+        // million that found nothing to ask.)
+        let p = &mut self.peers[slot];
+        if !(p.local && !p.seed && self.have.get(c)) {
+            wake(slot, p, &mut self.candidates);
+        }
     }
 
     /// A peer disconnected: its requests go back into the pool.
