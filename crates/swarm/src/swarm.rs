@@ -6,6 +6,9 @@ use crate::peers::{Peer, Peers, Slot};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+/// In `Swarm::assigned`: the chunk is this host's to bring across.
+const SELF: u32 = u32::MAX;
+
 /// Timeout rounds in a row after which a peer is treated as gone.
 const UNRESPONSIVE_STRIKES: u32 = 2;
 /// Requests in a row that the peer failed (its stream refused or reset while
@@ -134,7 +137,7 @@ pub struct Swarm {
     lens: Vec<u32>,
     have: BitSet,
     missing: usize,
-    /// Requests in flight per chunk: (peer, sent at).
+    /// Requests in flight: (chunk, peer, sent at), and how many per chunk.
     inflight: InFlight,
     /// In slots; their order never matters (`schedule` sorts what it asks).
     peers: Peers,
@@ -167,9 +170,13 @@ pub struct Swarm {
     progress_fresh: bool,
     /// Requests in flight to peers in other datacenters.
     cross_inflight: usize,
-    /// Per chunk, the key of the host of this datacenter that fetches it across
-    /// (None: this host); recomputed when the datacenter's hosts change.
-    assigned: Vec<Option<u64>>,
+    /// Per chunk, the host of this datacenter that fetches it across, as an
+    /// index into `assignees` ([`SELF`]: this host); recomputed when the
+    /// datacenter's hosts change. Four bytes, not an `Option<u64>`'s
+    /// sixteen: `eligible` reads it for every chunk a peer across offers.
+    assigned: Vec<u32>,
+    /// The keys of the hosts `assigned` names.
+    assignees: Vec<u64>,
     assigned_stale: bool,
     /// When each local agent (by host key) last showed progress, as of the
     /// last `schedule`.
@@ -289,7 +296,8 @@ impl Swarm {
             returned: Vec::new(),
             candidates: Vec::new(),
             cross_inflight: 0,
-            assigned: vec![None; n],
+            assigned: vec![SELF; n],
+            assignees: Vec::new(),
             assigned_stale: true,
             local_progress: HashMap::new(),
             wanted,
@@ -484,11 +492,19 @@ impl Swarm {
             return;
         }
         let len = u64::from(self.lens[chunk as usize]);
-        if let Some(p) = self.peers.by_id_mut(peer) {
+        if let Some(slot) = self.peers.slot(peer) {
+            let p = &mut self.peers[slot];
             p.strikes = 0;
             p.failures = 0;
             p.progress_at = now;
             p.window = (p.window + 1).min(p.max_window);
+            // A window that grew has room, and a peer with room must be a
+            // candidate. (`end_request` made it one only if the request was
+            // still out: a piece may come after its request timed out.)
+            if !p.idle && !p.queued && !p.banned {
+                p.queued = true;
+                self.candidates.push(slot);
+            }
         }
         let local = self.peers.by_id(peer).is_none_or(|p| p.local);
         if !self.have.set(chunk as usize) {
@@ -764,14 +780,13 @@ impl Swarm {
         p.inflight += 1;
         if !p.local {
             self.cross_inflight += 1;
-            if self.assigned[chunk as usize].is_none() {
-                self.stats.cross_assigned += 1;
-            } else {
-                self.stats.cross_taken_over += 1;
-                if let Some(k) = self.assigned[chunk as usize]
-                    && !self.local_progress.contains_key(&k)
-                {
-                    self.stats.cross_taken_unconnected += 1;
+            match self.assignee(chunk) {
+                None => self.stats.cross_assigned += 1,
+                Some(k) => {
+                    self.stats.cross_taken_over += 1;
+                    if !self.local_progress.contains_key(&k) {
+                        self.stats.cross_taken_unconnected += 1;
+                    }
                 }
             }
         }
@@ -921,7 +936,7 @@ impl Swarm {
             return false;
         }
         self.refresh_progress(now);
-        match self.assigned[chunk as usize] {
+        match self.assignee(chunk) {
             None => true,
             // Wait for the assigned host while it shows progress; one that went
             // quiet for the patience (dead, stuck, cut off) is not waited for.
@@ -965,11 +980,22 @@ impl Swarm {
             };
             self.assigned[c as usize] = keys
                 .iter()
-                .copied()
-                .filter(|&k| score(k, c) > mine || !self.crosser)
-                .max_by_key(|&k| score(k, c));
+                .enumerate()
+                .filter(|&(_, &k)| score(k, c) > mine || !self.crosser)
+                .max_by_key(|&(_, &k)| score(k, c))
+                .map_or(SELF, |(i, _)| i as u32);
         }
+        self.assignees = keys;
         self.assigned_stale = false;
+    }
+
+    /// The key of the host that brings `chunk` into this datacenter; None:
+    /// this host.
+    fn assignee(&self, chunk: ChunkIx) -> Option<u64> {
+        match self.assigned[chunk as usize] {
+            SELF => None,
+            i => Some(self.assignees[i as usize]),
+        }
     }
 
     fn end_request(&mut self, peer: PeerId, chunk: ChunkIx) {

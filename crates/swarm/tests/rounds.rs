@@ -369,6 +369,45 @@ fn busy_halves_a_window_once_per_burst_and_pieces_grow_it_back() {
     assert_eq!(s.stats.busy, 4);
 }
 
+#[test]
+fn a_late_piece_that_grows_a_full_window_gets_the_peer_asked_again() {
+    let mut s = Swarm::new(
+        Config {
+            local_window: 4,
+            busy_backoff: Duration::from_millis(100),
+            ..Config::default()
+        },
+        "me",
+        vec![1000; 40],
+        BitSet::new(40),
+    );
+    s.add_peer(1, "holder", "", false);
+    s.peer_bitfield(1, |_| true);
+    let ask = |s: &mut Swarm, now: Duration| -> Vec<u32> {
+        s.tick(now);
+        std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Request { chunk, .. } => Some(chunk),
+                _ => None,
+            })
+            .collect()
+    };
+    let first = ask(&mut s, Duration::ZERO);
+    assert_eq!(first.len(), 4);
+    // Two Busys halve the window to 2, and the two requests still out fill it.
+    s.on_busy(Duration::ZERO, 1, first[0]);
+    s.on_busy(Duration::ZERO, 1, first[1]);
+    assert!(ask(&mut s, Duration::from_millis(50)).is_empty(), "full");
+    // The piece of a request that was answered Busy comes after all (its
+    // answer crossed the Busy): the window grows to 3 with 2 out.
+    s.on_piece(Duration::from_millis(60), 1, first[0], true);
+    assert_eq!(
+        ask(&mut s, Duration::from_millis(200)).len(),
+        1,
+        "the room the piece made is used"
+    );
+}
+
 /// The chunks a swarm asks of peer 9 (the one in another datacenter) at `now`.
 /// Requests to local peers are answered at once when `answer_local`.
 fn remote_requests_with(s: &mut Swarm, now: Duration, answer_local: bool) -> Vec<u32> {
