@@ -233,6 +233,11 @@ impl Holders {
 /// a free function, so loops over the peers can call it).
 fn wake(slot: Slot, p: &mut Peer, candidates: &mut Vec<Slot>) {
     p.idle = false;
+    enqueue(slot, p, candidates);
+}
+
+/// Makes a peer a candidate once, idle or not.
+fn enqueue(slot: Slot, p: &mut Peer, candidates: &mut Vec<Slot>) {
     if !p.queued && !p.banned {
         p.queued = true;
         candidates.push(slot);
@@ -501,9 +506,8 @@ impl Swarm {
             // A window that grew has room, and a peer with room must be a
             // candidate. (`end_request` made it one only if the request was
             // still out: a piece may come after its request timed out.)
-            if !p.idle && !p.queued && !p.banned {
-                p.queued = true;
-                self.candidates.push(slot);
+            if !p.idle {
+                enqueue(slot, p, &mut self.candidates);
             }
         }
         let local = self.peers.by_id(peer).is_none_or(|p| p.local);

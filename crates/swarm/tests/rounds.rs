@@ -324,85 +324,74 @@ fn neighbours_get_the_local_window_and_peers_across_the_full_one() {
     }
 }
 
+/// A swarm of 40 chunks whose one peer (1, in this datacenter) holds them
+/// all; a window of 4 there and a `Busy` backoff of 100 ms.
+fn one_holder() -> Swarm {
+    let mut s = Swarm::new(
+        Config {
+            local_window: 4,
+            busy_backoff: Duration::from_millis(100),
+            ..Config::default()
+        },
+        "me",
+        vec![1000; 40],
+        BitSet::new(40),
+    );
+    s.add_peer(1, "holder", "", false);
+    s.peer_bitfield(1, |_| true);
+    s
+}
+
+/// The chunks a swarm asks for when it ticks at `now`.
+fn asked(s: &mut Swarm, now: Duration) -> Vec<u32> {
+    s.tick(now);
+    std::iter::from_fn(|| s.poll_action())
+        .filter_map(|a| match a {
+            Action::Request { chunk, .. } => Some(chunk),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A peer that says `Busy` is asked for half as many pieces at a time, once
 /// per burst of `Busy`s, and for one more per piece it delivers, back up to
 /// its window.
 #[test]
 fn busy_halves_a_window_once_per_burst_and_pieces_grow_it_back() {
-    let mut s = Swarm::new(
-        Config {
-            local_window: 4,
-            busy_backoff: Duration::from_millis(100),
-            ..Config::default()
-        },
-        "me",
-        vec![1000; 40],
-        BitSet::new(40),
-    );
-    s.add_peer(1, "holder", "", false);
-    s.peer_bitfield(1, |_| true);
-    let ask = |s: &mut Swarm, now: Duration| -> Vec<u32> {
-        s.tick(now);
-        std::iter::from_fn(|| s.poll_action())
-            .filter_map(|a| match a {
-                Action::Request { chunk, .. } => Some(chunk),
-                _ => None,
-            })
-            .collect()
-    };
-    let first = ask(&mut s, Duration::ZERO);
+    let mut s = one_holder();
+    let first = asked(&mut s, Duration::ZERO);
     assert_eq!(first.len(), 4);
     for &c in &first {
         s.on_busy(Duration::ZERO, 1, c);
     }
     assert!(
-        ask(&mut s, Duration::from_millis(50)).is_empty(),
+        asked(&mut s, Duration::from_millis(50)).is_empty(),
         "backing off"
     );
-    let second = ask(&mut s, Duration::from_millis(200));
+    let second = asked(&mut s, Duration::from_millis(200));
     assert_eq!(second.len(), 2, "four Busys at once halve the window once");
     let t = Duration::from_millis(210);
     for &c in &second {
         s.on_piece(t, 1, c, true);
     }
-    assert_eq!(ask(&mut s, t).len(), 4, "two pieces grew it back to 4");
+    assert_eq!(asked(&mut s, t).len(), 4, "two pieces grew it back to 4");
     assert_eq!(s.stats.busy, 4);
 }
 
 #[test]
 fn a_late_piece_that_grows_a_full_window_gets_the_peer_asked_again() {
-    let mut s = Swarm::new(
-        Config {
-            local_window: 4,
-            busy_backoff: Duration::from_millis(100),
-            ..Config::default()
-        },
-        "me",
-        vec![1000; 40],
-        BitSet::new(40),
-    );
-    s.add_peer(1, "holder", "", false);
-    s.peer_bitfield(1, |_| true);
-    let ask = |s: &mut Swarm, now: Duration| -> Vec<u32> {
-        s.tick(now);
-        std::iter::from_fn(|| s.poll_action())
-            .filter_map(|a| match a {
-                Action::Request { chunk, .. } => Some(chunk),
-                _ => None,
-            })
-            .collect()
-    };
-    let first = ask(&mut s, Duration::ZERO);
+    let mut s = one_holder();
+    let first = asked(&mut s, Duration::ZERO);
     assert_eq!(first.len(), 4);
     // Two Busys halve the window to 2, and the two requests still out fill it.
     s.on_busy(Duration::ZERO, 1, first[0]);
     s.on_busy(Duration::ZERO, 1, first[1]);
-    assert!(ask(&mut s, Duration::from_millis(50)).is_empty(), "full");
+    assert!(asked(&mut s, Duration::from_millis(50)).is_empty(), "full");
     // The piece of a request that was answered Busy comes after all (its
     // answer crossed the Busy): the window grows to 3 with 2 out.
     s.on_piece(Duration::from_millis(60), 1, first[0], true);
     assert_eq!(
-        ask(&mut s, Duration::from_millis(200)).len(),
+        asked(&mut s, Duration::from_millis(200)).len(),
         1,
         "the room the piece made is used"
     );
