@@ -13,13 +13,13 @@
 //! start their next queued request. Flows then advance by one step at their current
 //! rates; a flow that ends inside the step ends at its exact time.
 
+use super::calendar::Calendar;
 use super::fluid::{Fluid, Links};
 use crate::strategy::Strategy;
 use crate::topology::{HostRole, Topology};
 use shoal_proto::PeerInfo;
 use shoal_swarm::{Action, BitSet, ChunkIx, Config, Swarm};
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 /// What one run is asked to do.
@@ -192,30 +192,6 @@ impl Op {
     }
 }
 
-struct Event {
-    at: Duration,
-    seq: u64,
-    kind: Kind,
-}
-
-impl PartialEq for Event {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Event {}
-impl PartialOrd for Event {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Event {
-    // Reversed: the heap pops the earliest event first.
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// An uploader's waiting requests, kept as the node's upload slots keep
 /// them (`crates/node/src/slots.rs`): requests from another datacenter in a
 /// queue of their own, served first unless a local one has waited
@@ -303,6 +279,9 @@ struct Sim<'a> {
     dc: Vec<usize>,
     lens: Vec<u64>,
     swarms: Vec<Option<Swarm>>,
+    /// Whether each host still has its swarm: read for every call into one,
+    /// where a look at the swarm itself was a cache miss per call.
+    live: Vec<bool>,
     /// Calls into each host's swarm since the last `schedule_dirty`.
     ops: Vec<Vec<Op>>,
     have: Vec<BitSet>,
@@ -333,8 +312,7 @@ struct Sim<'a> {
     manifests_out: Vec<usize>,
     manifest_since: Vec<Duration>,
     fluid: Fluid,
-    events: BinaryHeap<Event>,
-    seq: u64,
+    events: Calendar<Kind>,
     dirty: Vec<bool>,
     dirty_list: Vec<usize>,
     /// Where each host of `dirty_list` stands in it, in `schedule_dirty`.
@@ -348,6 +326,14 @@ struct Sim<'a> {
     wan_in: Vec<f64>,
     wan_out: Vec<f64>,
     handled: u64,
+}
+
+/// What one thread's share of the hosts decided in a step: per host, its
+/// range of `actions` and whether it now holds every piece.
+#[derive(Default)]
+struct Decided {
+    hosts: Vec<(usize, std::ops::Range<usize>, bool)>,
+    actions: Vec<Action>,
 }
 
 /// Distributes a release of `f_bytes` with `strategy` over `topo`.
@@ -451,10 +437,12 @@ impl<'a> Sim<'a> {
                 have.push(BitSet::new(count));
             }
         }
+        let live = swarms.iter().map(Option::is_some).collect();
         let mut sim = Sim {
             topo,
             dc,
             lens,
+            live,
             swarms,
             have,
             peers: vec![Vec::new(); n],
@@ -481,8 +469,7 @@ impl<'a> Sim<'a> {
             manifests_out: vec![0; n],
             manifest_since: vec![Duration::ZERO; n],
             fluid: Fluid::new(super::link_caps(topo)),
-            events: BinaryHeap::new(),
-            seq: 0,
+            events: Calendar::new(p.step),
             dirty: vec![false; n],
             ops: (0..n).map(|_| Vec::new()).collect(),
             dirty_list: Vec::new(),
@@ -547,18 +534,13 @@ impl<'a> Sim<'a> {
     }
 
     fn push(&mut self, at: Duration, kind: Kind) {
-        self.seq += 1;
-        self.events.push(Event {
-            at,
-            seq: self.seq,
-            kind,
-        });
+        self.events.push(at, kind);
     }
 
     /// Queues a call into `x`'s swarm, if it still has one (a host with
     /// every chunk has none).
     fn call(&mut self, x: usize, op: Op) {
-        if self.swarms[x].is_some() {
+        if self.live[x] {
             self.ops[x].push(op);
             self.mark(x);
         }
@@ -675,10 +657,9 @@ impl<'a> Sim<'a> {
     }
 
     fn handle_until(&mut self, end: Duration) {
-        while self.events.peek().is_some_and(|e| e.at < end) {
-            let e = self.events.pop().expect("peeked");
+        while let Some((at, kind)) = self.events.pop_before(end) {
             self.handled += 1;
-            self.handle(e.at, e.kind);
+            self.handle(at, kind);
         }
     }
 
@@ -689,7 +670,7 @@ impl<'a> Sim<'a> {
                 self.peers[b].push(a);
                 for (me, other) in [(a, b), (b, a)] {
                     let seed = self.topo.hosts[other].role == HostRole::Seed;
-                    if self.swarms[me].is_some() {
+                    if self.live[me] {
                         let op = Op::Connect {
                             peer: other,
                             seed,
@@ -837,17 +818,21 @@ impl<'a> Sim<'a> {
         }
         let (topo, have) = (self.topo, &self.have);
         type Job<'a> = (usize, &'a mut Swarm, &'a mut Vec<Op>);
-        let decide = |jobs: &mut [Job]| -> Vec<(usize, Vec<Action>, bool)> {
-            jobs.iter_mut()
-                .map(|(x, s, ops)| {
-                    for op in ops.drain(..) {
-                        op.apply(s, topo, have);
-                    }
-                    s.schedule(now);
-                    let actions = std::iter::from_fn(|| s.poll_action()).collect();
-                    (*x, actions, s.is_complete())
-                })
-                .collect()
+        // Each part's actions go to one vector, each host's a range of it:
+        // a vector per host and step was an allocation each, and freeing
+        // them fell in the serial part.
+        let decide = |jobs: &mut [Job]| -> Decided {
+            let mut d = Decided::default();
+            for (x, s, ops) in jobs.iter_mut() {
+                for op in ops.drain(..) {
+                    op.apply(s, topo, have);
+                }
+                s.schedule(now);
+                let start = d.actions.len();
+                d.actions.extend(std::iter::from_fn(|| s.poll_action()));
+                d.hosts.push((*x, start..d.actions.len(), s.is_complete()));
+            }
+            d
         };
         let threads = if jobs.len() < PARALLEL_FROM {
             1
@@ -855,19 +840,25 @@ impl<'a> Sim<'a> {
             self.threads
         };
         let per = jobs.len().div_ceil(threads).max(1);
-        let mut decided: Vec<(usize, Vec<Action>, bool)> = std::thread::scope(|scope| {
+        let parts: Vec<Decided> = std::thread::scope(|scope| {
             let mut parts = jobs.chunks_mut(per);
             let first = parts.next();
             let others: Vec<_> = parts.map(|p| scope.spawn(|| decide(p))).collect();
-            let mut all = first.map(decide).unwrap_or_default();
+            let mut all = vec![first.map(decide).unwrap_or_default()];
             for h in others {
-                all.extend(h.join().expect("a host's schedule panicked"));
+                all.push(h.join().expect("a host's schedule panicked"));
             }
             all
         });
-        decided.sort_unstable_by_key(|(x, ..)| self.dirty_pos[*x]);
-        for (x, actions, complete) in decided {
-            for a in actions {
+        let mut order: Vec<(usize, usize)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(k, d)| (0..d.hosts.len()).map(move |i| (k, i)))
+            .collect();
+        order.sort_unstable_by_key(|&(k, i)| self.dirty_pos[parts[k].hosts[i].0]);
+        for (k, i) in order {
+            let (x, ref range, complete) = parts[k].hosts[i];
+            for a in &parts[k].actions[range.clone()] {
                 self.act(x, now, a);
             }
             // As the agent ends its session: a host with every chunk only
@@ -875,14 +866,15 @@ impl<'a> Sim<'a> {
             // and the Haves of its peers need not reach it.
             if complete {
                 self.swarms[x] = None;
+                self.live[x] = false;
             }
         }
         self.dirty_list = list;
         self.dirty_list.clear();
     }
 
-    fn act(&mut self, x: usize, now: Duration, a: Action) {
-        match a {
+    fn act(&mut self, x: usize, now: Duration, a: &Action) {
+        match *a {
             Action::Request { peer, chunk } => {
                 let to = peer as usize;
                 self.push(now + self.lat(x, to), Kind::Request { from: x, to, chunk });

@@ -18,6 +18,7 @@
 //! larger than real chunks at scale (`--piece`), with windows and slots
 //! scaled to keep the same bytes in flight.
 
+mod calendar;
 pub mod engine;
 pub mod fixed;
 pub mod fluid;
