@@ -195,6 +195,13 @@ pub struct Swarm {
     /// Peers that may be askable (see `nudge`): `schedule` looks at these
     /// only, as most events change one peer and a host may have hundreds.
     candidates: Vec<Slot>,
+    /// Candidates that only a `Busy` holds back, with when it ends: out of
+    /// `candidates` (still `queued`) until then, as time alone frees them
+    /// and each `schedule` would look at them again for nothing (a peer's
+    /// backoff spans tens of the flow model's steps, each with a `schedule`).
+    snoozed: Vec<(Duration, Slot)>,
+    /// The earliest end among `snoozed`.
+    snoozed_until: Duration,
     rng: u64,
     completed: bool,
     pub stats: Stats,
@@ -300,6 +307,8 @@ impl Swarm {
             paused_until: Duration::ZERO,
             returned: Vec::new(),
             candidates: Vec::new(),
+            snoozed: Vec::new(),
+            snoozed_until: Duration::MAX,
             cross_inflight: 0,
             assigned: vec![SELF; n],
             assignees: Vec::new(),
@@ -479,6 +488,7 @@ impl Swarm {
             // The slot goes to the next peer to join, which must not find
             // itself listed by its predecessor.
             self.candidates.retain(|&s| s != slot);
+            self.snoozed.retain(|&(_, s)| s != slot);
         }
         self.wake_all();
     }
@@ -684,6 +694,9 @@ impl Swarm {
             self.returned = returned;
             self.returned.clear();
         }
+        if now >= self.snoozed_until {
+            self.wake_snoozed(now);
+        }
         // Every peer that can be asked is a candidate. None: the common case
         // once windows are full, and the driver schedules after every batch
         // of events.
@@ -696,7 +709,8 @@ impl Swarm {
         }
         self.progress_fresh = false;
         // Candidates that cannot be asked now drop out, unless only their
-        // Busy holds them back (it ends with time, not with an event).
+        // Busy holds them back (it ends with time, not with an event): those
+        // wait in `snoozed`.
         let mut candidates = std::mem::take(&mut self.candidates);
         let mut order: Vec<(bool, bool, usize, u64, PeerId, Slot)> = Vec::new();
         candidates.retain(|&slot| {
@@ -712,11 +726,14 @@ impl Swarm {
                 };
                 order.push((!p.local, p.seed, p.inflight, tiebreak, id, slot));
                 p.queued = false;
-                false
             } else {
                 p.queued = !p.banned && !p.idle && p.inflight < p.window;
-                p.queued
+                if p.queued {
+                    self.snoozed.push((p.busy_until, slot));
+                    self.snoozed_until = self.snoozed_until.min(p.busy_until);
+                }
             }
+            false
         });
         self.candidates = candidates;
         order.sort_unstable();
@@ -737,6 +754,22 @@ impl Swarm {
                 self.nudge(slot);
             }
         }
+    }
+
+    /// Snoozed peers whose `Busy` has ended are candidates again.
+    fn wake_snoozed(&mut self, now: Duration) {
+        let mut until = Duration::MAX;
+        let candidates = &mut self.candidates;
+        self.snoozed.retain(|&(end, slot)| {
+            if end <= now {
+                candidates.push(slot);
+                false
+            } else {
+                until = until.min(end);
+                true
+            }
+        });
+        self.snoozed_until = until;
     }
 
     /// `id` may have something to be asked for: it is looked at in the next
