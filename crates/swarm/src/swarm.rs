@@ -2,7 +2,7 @@
 
 use crate::bitset::BitSet;
 use crate::inflight::InFlight;
-use crate::peers::{Peer, Peers, Slot};
+use crate::peers::{Peer, Peers, Slot, SlotSet};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -195,6 +195,8 @@ pub struct Swarm {
     /// Peers that may be askable (see `nudge`): `schedule` looks at these
     /// only, as most events change one peer and a host may have hundreds.
     candidates: Vec<Slot>,
+    /// The peers whose `idle` is set.
+    idle: SlotSet,
     /// Candidates that only a `Busy` holds back, with when it ends: out of
     /// `candidates` (still `queued`) until then, as time alone frees them
     /// and each `schedule` would look at them again for nothing (a peer's
@@ -238,8 +240,11 @@ impl Holders {
 
 /// Ends a peer's idleness and makes it a candidate once (see `Swarm::nudge`;
 /// a free function, so loops over the peers can call it).
-fn wake(slot: Slot, p: &mut Peer, candidates: &mut Vec<Slot>) {
-    p.idle = false;
+fn wake(slot: Slot, p: &mut Peer, candidates: &mut Vec<Slot>, idle: &mut SlotSet) {
+    if p.idle {
+        p.idle = false;
+        idle.remove(slot);
+    }
     enqueue(slot, p, candidates);
 }
 
@@ -307,6 +312,7 @@ impl Swarm {
             paused_until: Duration::ZERO,
             returned: Vec::new(),
             candidates: Vec::new(),
+            idle: SlotSet::default(),
             snoozed: Vec::new(),
             snoozed_until: Duration::MAX,
             cross_inflight: 0,
@@ -473,7 +479,7 @@ impl Swarm {
         // million that found nothing to ask.)
         let p = &mut self.peers[slot];
         if !(p.local && !p.seed && self.have.get(c)) {
-            wake(slot, p, &mut self.candidates);
+            wake(slot, p, &mut self.candidates, &mut self.idle);
         }
     }
 
@@ -488,6 +494,7 @@ impl Swarm {
             // The slot goes to the next peer to join, which must not find
             // itself listed by its predecessor.
             self.candidates.retain(|&s| s != slot);
+            self.idle.remove(slot);
             self.snoozed.retain(|&(_, s)| s != slot);
         }
         self.wake_all();
@@ -686,9 +693,15 @@ impl Swarm {
             |p: &Peer| !p.banned && !p.idle && p.inflight < p.window && p.busy_until <= now;
         if !self.returned.is_empty() {
             let returned = std::mem::take(&mut self.returned);
-            for (slot, p) in self.peers.iter_mut() {
-                if p.idle && returned.iter().any(|&c| p.have.get(c as usize)) {
-                    wake(slot, p, &mut self.candidates);
+            for w in 0..self.idle.words() {
+                let mut bits = self.idle.word(w);
+                while bits != 0 {
+                    let slot = (w * 64) as Slot + bits.trailing_zeros();
+                    bits &= bits - 1;
+                    let p = &mut self.peers[slot];
+                    if returned.iter().any(|&c| p.have.get(c as usize)) {
+                        wake(slot, p, &mut self.candidates, &mut self.idle);
+                    }
                 }
             }
             self.returned = returned;
@@ -701,6 +714,7 @@ impl Swarm {
         // once windows are full, and the driver schedules after every batch
         // of events.
         debug_assert!(self.peers.values().all(|p| p.queued || !askable(p)));
+        debug_assert!(self.peers.slots().all(|(s, p)| p.idle == self.idle.contains(s)));
         if self.candidates.is_empty() {
             return;
         }
@@ -744,6 +758,7 @@ impl Swarm {
                 }
                 let Some(chunk) = self.pick(now, slot) else {
                     self.peers[slot].idle = true;
+                    self.idle.insert(slot);
                     break;
                 };
                 self.send_request(now, slot, chunk);
@@ -776,7 +791,7 @@ impl Swarm {
     /// `schedule`, which looks at no other peer.
     fn nudge(&mut self, slot: Slot) {
         if let Some(p) = self.peers.get_mut(slot) {
-            wake(slot, p, &mut self.candidates);
+            wake(slot, p, &mut self.candidates, &mut self.idle);
         }
     }
 
@@ -1085,7 +1100,7 @@ impl Swarm {
 
     fn wake_all(&mut self) {
         for (slot, p) in self.peers.iter_mut() {
-            wake(slot, p, &mut self.candidates);
+            wake(slot, p, &mut self.candidates, &mut self.idle);
         }
     }
 
