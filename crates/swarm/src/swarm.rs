@@ -714,7 +714,11 @@ impl Swarm {
         // once windows are full, and the driver schedules after every batch
         // of events.
         debug_assert!(self.peers.values().all(|p| p.queued || !askable(p)));
-        debug_assert!(self.peers.slots().all(|(s, p)| p.idle == self.idle.contains(s)));
+        debug_assert!(
+            self.peers
+                .slots()
+                .all(|(s, p)| p.idle == self.idle.contains(s))
+        );
         if self.candidates.is_empty() {
             return;
         }

@@ -5,9 +5,10 @@
 //! latency, a piece's last bytes). One heap of them all held hundreds of
 //! thousands at ten thousand hosts, and every pop walked its height through
 //! memory no cache held. Here an event due in a later step waits in that
-//! step's bucket, a plain vector; a bucket becomes the heap when its step
-//! comes, so the heap holds one step's events. Pops come out in the same
-//! order as from one heap: by time, then by the order pushed.
+//! step's bucket, a plain vector, which is sorted once when its step comes
+//! and then read in order; only events made for the step already open go
+//! to a heap, a small one. Pops come out in the same order as from one
+//! heap: by time, then by the order pushed.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -16,8 +17,11 @@ use std::time::Duration;
 pub struct Calendar<T> {
     /// Nanoseconds per bucket: the engine's step.
     width: u64,
-    /// Events of every bucket up to `open`, including late ones (due before
-    /// the open bucket began, made after it was opened).
+    /// The open buckets' events (every bucket up to `open`), sorted latest
+    /// first, so the earliest is popped off the end.
+    run: Vec<Entry<T>>,
+    /// Events made for an open bucket after it was sorted, including late
+    /// ones (due before it began).
     now: BinaryHeap<Entry<T>>,
     open: u64,
     /// Buckets `open + 1`, `open + 2`, ... in order.
@@ -45,7 +49,8 @@ impl<T> PartialOrd for Entry<T> {
     }
 }
 impl<T> Ord for Entry<T> {
-    // Reversed: the heap pops the earliest event first.
+    // Reversed: the heap pops the earliest event first, and a vector
+    // sorted in this order ends with it.
     fn cmp(&self, o: &Self) -> Ordering {
         (o.at, o.seq).cmp(&(self.at, self.seq))
     }
@@ -60,6 +65,7 @@ impl<T> Calendar<T> {
     pub fn new(width: Duration) -> Self {
         Calendar {
             width: nanos(width).max(1),
+            run: Vec::new(),
             now: BinaryHeap::new(),
             open: 0,
             later: VecDeque::new(),
@@ -94,22 +100,39 @@ impl<T> Calendar<T> {
         let end = nanos(end);
         // The last bucket with a time before `end`: open every one up to it.
         let last = end.saturating_sub(1) / self.width;
-        while self.open < last {
-            self.open += 1;
-            if let Some(mut v) = self.later.pop_front() {
-                if self.now.is_empty() {
-                    // Heapify in one pass, then lend the heap's old vector
-                    // to a future bucket.
-                    let old = std::mem::replace(&mut self.now, BinaryHeap::from(v));
-                    self.spare.push(old.into_vec());
-                } else {
-                    self.now.extend(v.drain(..));
+        if self.open < last {
+            while self.open < last {
+                self.open += 1;
+                if let Some(mut v) = self.later.pop_front() {
+                    if self.run.is_empty() {
+                        std::mem::swap(&mut self.run, &mut v);
+                    } else {
+                        self.run.append(&mut v);
+                    }
                     self.spare.push(v);
                 }
             }
+            self.run.extend(self.now.drain());
+            self.run.sort_unstable();
         }
-        if self.now.peek().is_some_and(|e| e.at < end) {
-            let e = self.now.pop()?;
+        // The earlier of the two heads (the greater, in `Entry`'s order).
+        let from_run = match (self.run.last(), self.now.peek()) {
+            (Some(r), Some(h)) => r > h,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return None,
+        };
+        let head = if from_run {
+            self.run.last()
+        } else {
+            self.now.peek()
+        };
+        if head.is_some_and(|e| e.at < end) {
+            let e = if from_run {
+                self.run.pop()
+            } else {
+                self.now.pop()
+            }?;
             return Some((Duration::from_nanos(e.at), e.item));
         }
         None
