@@ -730,7 +730,8 @@ impl Swarm {
         // Busy holds them back (it ends with time, not with an event): those
         // wait in `snoozed`.
         let mut candidates = std::mem::take(&mut self.candidates);
-        let mut order: Vec<(bool, bool, usize, u64, PeerId, Slot)> = Vec::new();
+        let mut order: Vec<(bool, bool, usize, u64, PeerId, Slot)> =
+            Vec::with_capacity(candidates.len());
         candidates.retain(|&slot| {
             let Some(p) = self.peers.get_mut(slot) else {
                 return false;
