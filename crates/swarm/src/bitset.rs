@@ -86,6 +86,17 @@ impl BitSet {
         was
     }
 
+    /// Makes room for indexes up to `len` (new ones clear); never shrinks.
+    pub fn grow(&mut self, len: usize) {
+        if len <= self.len {
+            return;
+        }
+        let mut b = BitSet::new(len);
+        let n = self.words();
+        b.slice_mut()[..n].copy_from_slice(self.slice());
+        *self = b;
+    }
+
     /// Bits `64*i .. 64*i+64` as one word (bit `k` of it is index `64*i+k`).
     pub fn word(&self, i: usize) -> u64 {
         self.slice()[i]
@@ -153,6 +164,14 @@ mod tests {
             }
             assert_eq!(b, BitSet::new(len));
             assert_ne!(BitSet::new(len), BitSet::new(len + 1));
+            // Growing keeps what was set, across the inline/heap boundary.
+            let mut g = BitSet::new(len);
+            g.set(len.saturating_sub(1));
+            g.grow(len + 600);
+            assert_eq!(g.len(), len + 600);
+            assert_eq!(g.count(), usize::from(len > 0));
+            assert_eq!(len > 0, g.get(len.saturating_sub(1)));
+            assert!(g.set(len + 599));
         }
     }
 }

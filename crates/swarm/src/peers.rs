@@ -122,43 +122,6 @@ impl Peers {
     }
 }
 
-/// A set of slots, as bits: the idle peers, so a chunk back in the pool
-/// wakes the idle peers that hold it without reading every peer's record
-/// (at 1,000 hosts, most of those reads were of peers not idle).
-#[derive(Default)]
-pub(crate) struct SlotSet(Vec<u64>);
-
-impl SlotSet {
-    pub fn insert(&mut self, s: Slot) {
-        let (w, b) = (s as usize / 64, s % 64);
-        if self.0.len() <= w {
-            self.0.resize(w + 1, 0);
-        }
-        self.0[w] |= 1 << b;
-    }
-
-    pub fn remove(&mut self, s: Slot) {
-        if let Some(w) = self.0.get_mut(s as usize / 64) {
-            *w &= !(1 << (s % 64));
-        }
-    }
-
-    pub fn contains(&self, s: Slot) -> bool {
-        self.0
-            .get(s as usize / 64)
-            .is_some_and(|w| w & (1 << (s % 64)) != 0)
-    }
-
-    /// Words of 64 slots, for walking the members in slot order.
-    pub fn words(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn word(&self, i: usize) -> u64 {
-        self.0[i]
-    }
-}
-
 impl Index<Slot> for Peers {
     type Output = Peer;
     fn index(&self, slot: Slot) -> &Peer {

@@ -118,24 +118,22 @@ impl<T> Calendar<T> {
         // The earlier of the two heads (the greater, in `Entry`'s order).
         let from_run = match (self.run.last(), self.now.peek()) {
             (Some(r), Some(h)) => r > h,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => return None,
+            (r, _) => r.is_some(),
         };
         let head = if from_run {
             self.run.last()
         } else {
             self.now.peek()
-        };
-        if head.is_some_and(|e| e.at < end) {
-            let e = if from_run {
-                self.run.pop()
-            } else {
-                self.now.pop()
-            }?;
-            return Some((Duration::from_nanos(e.at), e.item));
+        }?;
+        if head.at >= end {
+            return None;
         }
-        None
+        let e = if from_run {
+            self.run.pop()
+        } else {
+            self.now.pop()
+        }?;
+        Some((Duration::from_nanos(e.at), e.item))
     }
 }
 
