@@ -23,4 +23,6 @@ mod swarm;
 
 pub use bitset::BitSet;
 pub use rate::TokenBucket;
-pub use swarm::{Action, ChunkIx, Config, PeerId, Stats, Swarm, host_key, mix, release_rank};
+pub use swarm::{
+    Action, ChunkIx, Config, PeerId, PeerStates, Stats, Swarm, host_key, mix, release_rank,
+};

@@ -131,6 +131,32 @@ pub struct Stats {
     pub endgame_cross: u64,
 }
 
+/// Where a host's peers stand, at a moment: what a driver logs to see why a
+/// host that lacks chunks its neighbours hold is not receiving any.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerStates {
+    /// Peers not banned.
+    pub peers: usize,
+    /// Had nothing eligible at the last look.
+    pub idle: usize,
+    /// Left alone after a `Busy` until their backoff ends.
+    pub backing_off: usize,
+    /// With as many requests in flight as their window allows.
+    pub window_full: usize,
+    /// Requests in flight, all peers together.
+    pub requests: usize,
+}
+
+impl std::ops::AddAssign for PeerStates {
+    fn add_assign(&mut self, o: PeerStates) {
+        self.peers += o.peers;
+        self.idle += o.idle;
+        self.backing_off += o.backing_off;
+        self.window_full += o.window_full;
+        self.requests += o.requests;
+    }
+}
+
 pub struct Swarm {
     cfg: Config,
     my_key: u64,
@@ -332,6 +358,19 @@ impl Swarm {
         };
         s.check_complete();
         s
+    }
+
+    /// Where the peers stand at `now` (see [`PeerStates`]).
+    pub fn peer_states(&self, now: Duration) -> PeerStates {
+        let mut st = PeerStates::default();
+        for p in self.peers.values().filter(|p| !p.banned) {
+            st.peers += 1;
+            st.idle += usize::from(p.idle);
+            st.backing_off += usize::from(p.busy_until > now);
+            st.window_full += usize::from(p.inflight >= p.window);
+            st.requests += p.inflight;
+        }
+        st
     }
 
     pub fn have(&self) -> &BitSet {

@@ -671,14 +671,24 @@ fn a_busy_peer_is_left_alone_for_a_while_and_its_chunk_goes_elsewhere() {
     // Nobody else has it yet, and the busy peer is not asked again at once.
     s.schedule(Duration::from_millis(20));
     assert_eq!(s.poll_action(), None);
+    let states = |s: &Swarm, ms| s.peer_states(Duration::from_millis(ms));
+    let st = states(&s, 20);
+    assert_eq!((st.peers, st.backing_off, st.requests), (1, 1, 0));
     // Another holder appears: it gets the request.
     s.add_peer(2, "other", "", false);
     s.peer_have(2, 0);
     s.schedule(Duration::from_millis(30));
     assert_eq!(s.poll_action(), Some(Action::Request { peer: 2, chunk: 0 }));
+    let st = states(&s, 30);
+    assert_eq!(
+        (st.peers, st.backing_off, st.window_full, st.requests),
+        (2, 1, 1, 1)
+    );
     // Past the backoff, the busy peer may be asked again (an endgame copy).
     s.schedule(Duration::from_millis(200));
     assert_eq!(s.poll_action(), Some(Action::Request { peer: 1, chunk: 0 }));
+    let st = states(&s, 200);
+    assert_eq!((st.backing_off, st.window_full, st.requests), (0, 2, 2));
 }
 
 #[test]

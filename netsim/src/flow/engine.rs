@@ -15,10 +15,11 @@
 
 use super::calendar::Calendar;
 use super::fluid::{Fluid, Links};
+use super::usage::LinkUse;
 use crate::strategy::Strategy;
 use crate::topology::{HostRole, Topology};
 use shoal_proto::PeerInfo;
-use shoal_swarm::{Action, BitSet, ChunkIx, Config, Swarm};
+use shoal_swarm::{Action, BitSet, ChunkIx, Config, PeerStates, Swarm};
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
@@ -505,6 +506,7 @@ impl<'a> Sim<'a> {
             .iter()
             .map(|d| d.iter().filter(|&&b| b).count())
             .collect();
+        self.timeline_links(now, &entered);
         let queued: usize = self.queue.iter().map(Waiting::len).sum();
         // How much of the seed's uplink was used since the last line.
         let (t0, sent0) = self.traced;
@@ -526,6 +528,53 @@ impl<'a> Sim<'a> {
             entered = ?entered,
             seed_busy,
             "flow"
+        );
+    }
+
+    /// How the transfers in flight use the hosts' links, and where the peers
+    /// of the hosts that receive nothing stand: a host can lack pieces its
+    /// datacenter holds (`entered`, per datacenter) and still get none, when
+    /// every neighbour that has them has told it `Busy`.
+    fn timeline_links(&mut self, now: Duration, entered: &[usize]) {
+        let n = self.topo.hosts.len();
+        let mut rates = Vec::new();
+        self.fluid.rates(&self.links, &mut rates);
+        let up: Vec<f64> = (0..n).map(|x| self.fluid.cap(x)).collect();
+        let down: Vec<f64> = (0..n).map(|x| self.fluid.cap(n + x)).collect();
+        let flows = self
+            .flows
+            .iter()
+            .zip(&rates)
+            .map(|(f, &r)| (f.from, f.to, r));
+        let unfinished = |x: usize| self.verified_at[x - 1].is_none();
+        let u = LinkUse::measure(flows, &up, &down, unfinished);
+        let mut receiving = vec![false; n];
+        for f in &self.flows {
+            receiving[f.to] = true;
+        }
+        let (mut starved, mut lacking, mut peers) = (0usize, 0usize, PeerStates::default());
+        for x in 1..n {
+            if let Some(s) = self.swarms[x].as_ref().filter(|_| !receiving[x]) {
+                starved += 1;
+                lacking += entered[self.dc[x]].saturating_sub(self.have[x].count());
+                peers += s.peer_states(now);
+            }
+        }
+        let per = |v: usize| v as f64 / starved.max(1) as f64;
+        tracing::debug!(
+            target: "shoal_netsim::timeline",
+            t = now.as_secs_f64(),
+            receiving = ?u.receiving,
+            down_used = u.down,
+            up_used = u.up,
+            starved,
+            // Means over the starved hosts.
+            lacking = per(lacking),
+            peers = per(peers.peers),
+            backing_off = per(peers.backing_off),
+            idle = per(peers.idle),
+            requests = per(peers.requests),
+            "links"
         );
     }
 

@@ -22,6 +22,7 @@ mod calendar;
 pub mod engine;
 pub mod fixed;
 pub mod fluid;
+mod usage;
 
 use crate::bound::lower_bound;
 use crate::net::{DcStats, HostStats, NetStats};
