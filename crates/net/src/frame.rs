@@ -19,6 +19,17 @@ pub async fn send_msg(s: &mut SendStream, m: &Msg) -> Result<(), NetError> {
 /// Reads one frame of at most `limit` body bytes. Returns `Ok(None)` when the stream
 /// ends cleanly before the first byte of a frame; an end inside a frame is an error.
 pub async fn recv_msg(s: &mut RecvStream, limit: usize) -> Result<Option<Msg>, NetError> {
+    recv_msg_noting(s, limit, || ()).await
+}
+
+/// As [`recv_msg`], calling `started` once the frame's length has arrived:
+/// the answer has begun, and its body is on its way (a downloader counts
+/// the pieces arriving at once from this).
+pub async fn recv_msg_noting(
+    s: &mut RecvStream,
+    limit: usize,
+    started: impl FnOnce(),
+) -> Result<Option<Msg>, NetError> {
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < prefix.len() {
@@ -34,6 +45,7 @@ pub async fn recv_msg(s: &mut RecvStream, limit: usize) -> Result<Option<Msg>, N
         }
     }
     let n = frame_len(prefix, limit)?;
+    started();
     let mut body = vec![0u8; n];
     s.read_exact(&mut body).await.map_err(|e| match e {
         ReadExactError::FinishedEarly(got) => NetError::Truncated { expected: n, got },

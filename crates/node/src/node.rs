@@ -12,7 +12,7 @@ use shoal_proto::{Hello, MAX_CONTROL, Msg, PROTOCOL_VERSION, Role, bits_to_bytes
 use shoal_swarm::{BitSet, TokenBucket};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -187,6 +187,9 @@ pub(crate) struct Peer {
     pub ctl: mpsc::UnboundedSender<Out>,
     /// This node opened the connection (rather than accepted it).
     pub dialed: bool,
+    /// The peer said it is full (`Msg::Full`): its requests wait behind
+    /// those of hosts with room (`UploadSlots::release`).
+    pub full: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
@@ -524,6 +527,23 @@ impl Node {
         }
     }
 
+    /// Tells the peers of this datacenter, at once, whether this host is
+    /// full (see `Action::Full`).
+    pub(crate) fn tell_neighbours(&self, msg: Msg) {
+        let peers: Vec<Arc<Peer>> = self
+            .state
+            .lock()
+            .expect("state lock")
+            .peers
+            .values()
+            .filter(|p| p.dc == self.opts.dc)
+            .cloned()
+            .collect();
+        for p in peers {
+            let _ = p.ctl.send(Out::Msg(msg.clone()));
+        }
+    }
+
     /// Tells one peer at once that we hold a chunk (see `Action::Tell`).
     pub(crate) fn tell_now(&self, peer: u64, msg: Msg) {
         if let Some(p) = self.peer(peer) {
@@ -650,6 +670,7 @@ impl Node {
             conn: conn.clone(),
             ctl,
             dialed,
+            full: Arc::default(),
         });
         let mut replaced = None;
         let (releases, sessions) = {
@@ -855,6 +876,10 @@ impl Node {
                 }
                 Ok(())
             }
+            Msg::Full { full } => {
+                peer.full.store(full, Ordering::Relaxed);
+                Ok(())
+            }
             _ => Err("unexpected message on the control stream"),
         }
     }
@@ -908,7 +933,12 @@ impl Node {
                 } else {
                     Class::Local
                 };
-                let (reply, permit) = self.piece(id, chunk, base, class).await;
+                let full = self
+                    .peer_id(&from.host)
+                    .and_then(|p| self.peer(p))
+                    .map(|p| p.full.clone())
+                    .unwrap_or_default();
+                let (reply, permit) = self.piece(id, chunk, base, class, full).await;
                 if let Msg::Piece { data, .. } | Msg::Patch { data, .. } = &reply {
                     self.counters.add_dc(&from.dc, data.len() as u64, 0);
                     if from.dc != self.opts.dc {
@@ -981,6 +1011,7 @@ impl Node {
         chunk: u32,
         base: Option<ChunkRef>,
         class: Class,
+        full: Arc<AtomicBool>,
     ) -> (Msg, Option<Permit<'_>>) {
         let cref = {
             let st = self.state.lock().expect("state lock");
@@ -991,7 +1022,7 @@ impl Node {
         let Some(cref) = cref else {
             return (Msg::Reject { id, chunk }, None);
         };
-        let Some(permit) = self.slots.acquire(class).await else {
+        let Some(permit) = self.slots.acquire(class, full).await else {
             return (Msg::Busy { id, chunk }, None);
         };
         // A manifest going out from here goes first (see ManifestFirst).

@@ -7,7 +7,7 @@ use shoal_bundle::chunk::{self, decode_chunk, decode_patched};
 use shoal_bundle::manifest::ChunkRef;
 use shoal_bundle::patch;
 use shoal_bundle::{Hash, activate, assemble};
-use shoal_net::{recv_msg, send_msg};
+use shoal_net::{recv_msg_noting, send_msg};
 use shoal_proto::{MAX_PIECE, Msg, bit};
 use shoal_swarm::{Action, Swarm};
 use std::collections::HashMap;
@@ -37,6 +37,11 @@ pub(crate) enum SessionEvent {
     Have {
         peer: u64,
         chunks: Vec<u32>,
+    },
+    /// The answer to a request began to arrive.
+    Started {
+        peer: u64,
+        chunk: u32,
     },
     Piece {
         peer: u64,
@@ -157,7 +162,10 @@ async fn run(
                             cref,
                             base,
                         };
-                        let outcome = fetch(&node, &p.conn, &p.dc, want, is_cross).await;
+                        let started = || {
+                            let _ = tx.send(SessionEvent::Started { peer, chunk });
+                        };
+                        let outcome = fetch(&node, &p.conn, &p.dc, want, is_cross, started).await;
                         let _ = tx.send(SessionEvent::Piece {
                             peer,
                             chunk,
@@ -187,6 +195,7 @@ async fn run(
                         chunks: vec![chunk],
                     },
                 ),
+                Action::Full { full } => node.tell_neighbours(Msg::Full { full }),
                 Action::Complete => complete = true,
             }
         }
@@ -292,6 +301,9 @@ impl Apply<'_> {
                 swarm.set_members(view.members.iter().map(String::as_str));
                 swarm.set_crosser(view.crosser);
             }
+            SessionEvent::Started { peer, chunk } => {
+                swarm.on_started(self.node.now(), peer, chunk);
+            }
             SessionEvent::Piece {
                 peer,
                 chunk,
@@ -354,6 +366,7 @@ async fn fetch(
     peer_dc: &str,
     want: Want,
     cross: bool,
+    started: impl FnOnce(),
 ) -> Outcome {
     let Want {
         id,
@@ -379,7 +392,7 @@ async fn fetch(
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         send_msg(&mut send, &request).await.ok()?;
         let _ = send.finish();
-        Some(recv_msg(&mut recv, MAX_PIECE).await)
+        Some(recv_msg_noting(&mut recv, MAX_PIECE, started).await)
     };
     let reply = match tokio::time::timeout(node.opts.request_timeout, exchange).await {
         Ok(Some(Ok(Some(m)))) => m,

@@ -15,7 +15,8 @@
 //! asker's request timeout.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -41,8 +42,15 @@ pub struct UploadSlots {
 struct State {
     free: usize,
     /// Waiters by class, `Cross` then `Local`, with when each began to
-    /// wait. A slot is handed to a waiter by sending on its channel.
-    queues: [VecDeque<(Instant, oneshot::Sender<()>)>; 2],
+    /// wait and whether its host said it is full. A slot is handed to a
+    /// waiter by sending on its channel.
+    queues: [VecDeque<Waiter>; 2],
+}
+
+struct Waiter {
+    at: Instant,
+    full: Arc<AtomicBool>,
+    tx: oneshot::Sender<()>,
 }
 
 /// A slot, given back on drop.
@@ -86,8 +94,9 @@ impl UploadSlots {
 
     /// A slot for a request of `class`: at once, after the requests ahead of
     /// it, or `None` (answer `Busy`) when as many of its class already wait
-    /// as there are slots.
-    pub async fn acquire(&self, class: Class) -> Option<Permit<'_>> {
+    /// as there are slots. `full`: whether the asker says it is full (see
+    /// `release`), read when a slot frees.
+    pub async fn acquire(&self, class: Class, full: Arc<AtomicBool>) -> Option<Permit<'_>> {
         let rx = {
             let mut st = self.state.lock().expect("slots lock");
             if st.free > 0 {
@@ -96,12 +105,16 @@ impl UploadSlots {
             }
             let q = &mut st.queues[class as usize];
             // Waiters whose request was cancelled leave no trace but a closed channel.
-            q.retain(|(_, tx)| !tx.is_closed());
+            q.retain(|w| !w.tx.is_closed());
             if q.len() >= self.slots {
                 return None;
             }
             let (tx, rx) = oneshot::channel();
-            q.push_back((Instant::now(), tx));
+            q.push_back(Waiter {
+                at: Instant::now(),
+                full,
+                tx,
+            });
             rx
         };
         let mut place = Place {
@@ -114,22 +127,33 @@ impl UploadSlots {
     }
 
     /// Hands a freed slot to the first live waiter: from across first,
-    /// unless a local one has waited too long.
+    /// unless a local one has waited too long; of a class, the first whose
+    /// host has room, or the first if every one is full. A host that is
+    /// full gains nothing from one more piece at once, and the slot would
+    /// send at its crawl while a host with room waits (`Msg::Full`).
     fn release(&self) {
         let mut st = self.state.lock().expect("slots lock");
+        for q in &mut st.queues {
+            q.retain(|w| !w.tx.is_closed());
+        }
         let local = Class::Local as usize;
-        st.queues[local].retain(|(_, tx)| !tx.is_closed());
         let overdue = st.queues[local]
             .front()
-            .is_some_and(|(at, _)| at.elapsed() >= LOCAL_WAIT_MAX);
+            .is_some_and(|w| w.at.elapsed() >= LOCAL_WAIT_MAX);
         let order = if overdue {
             [Class::Local, Class::Cross]
         } else {
             [Class::Cross, Class::Local]
         };
         for class in order {
-            while let Some((_, tx)) = st.queues[class as usize].pop_front() {
-                if tx.send(()).is_ok() {
+            let q = &mut st.queues[class as usize];
+            while !q.is_empty() {
+                let i = q
+                    .iter()
+                    .position(|w| !w.full.load(Ordering::Relaxed))
+                    .unwrap_or(0);
+                let w = q.remove(i).expect("in range");
+                if w.tx.send(()).is_ok() {
                     return;
                 }
             }
@@ -143,7 +167,7 @@ impl UploadSlots {
         let st = self.state.lock().expect("slots lock");
         st.queues
             .iter()
-            .map(|q| q.iter().filter(|(_, t)| !t.is_closed()).count())
+            .map(|q| q.iter().filter(|w| !w.tx.is_closed()).count())
             .sum()
     }
 }
@@ -154,15 +178,46 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    fn room() -> Arc<AtomicBool> {
+        Arc::new(AtomicBool::new(false))
+    }
+
+    #[tokio::test]
+    async fn a_host_with_room_gets_the_slot_before_a_full_one() {
+        let slots = Arc::new(UploadSlots::new(1));
+        let held = slots.acquire(Class::Local, room()).await.expect("free");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let full = Arc::new(AtomicBool::new(false));
+        for (name, flag) in [("full", full.clone()), ("room", room())] {
+            let (slots, tx) = (slots.clone(), tx.clone());
+            tokio::spawn(async move {
+                let p = slots.acquire(Class::Local, flag).await;
+                tx.send(name).expect("receiver alive");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(p);
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The first waiter says it is full after it queued: read at release.
+        full.store(true, Ordering::Relaxed);
+        drop(held);
+        assert_eq!(rx.recv().await, Some("room"));
+        // With only full hosts waiting, the first of them is served.
+        assert_eq!(rx.recv().await, Some("full"));
+    }
+
     #[tokio::test]
     async fn a_request_from_across_gets_the_next_slot_first() {
         let slots = Arc::new(UploadSlots::new(1));
-        let held = slots.acquire(Class::Local).await.expect("a free slot");
+        let held = slots
+            .acquire(Class::Local, room())
+            .await
+            .expect("a free slot");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         for class in [Class::Local, Class::Cross] {
             let (slots, tx) = (slots.clone(), tx.clone());
             tokio::spawn(async move {
-                let p = slots.acquire(class).await;
+                let p = slots.acquire(class, room()).await;
                 tx.send(class).expect("receiver alive");
                 drop(p);
             });
@@ -178,12 +233,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_local_request_that_waited_long_goes_first() {
         let slots = Arc::new(UploadSlots::new(1));
-        let held = slots.acquire(Class::Local).await.expect("a free slot");
+        let held = slots
+            .acquire(Class::Local, room())
+            .await
+            .expect("a free slot");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let spawn = |class| {
             let (slots, tx) = (slots.clone(), tx.clone());
             tokio::spawn(async move {
-                let p = slots.acquire(class).await;
+                let p = slots.acquire(class, room()).await;
                 tx.send(class).expect("receiver alive");
                 drop(p);
             });
@@ -200,23 +258,23 @@ mod tests {
     #[tokio::test]
     async fn each_class_is_busy_past_its_own_queue() {
         let slots = Arc::new(UploadSlots::new(2));
-        let _a = slots.acquire(Class::Local).await.expect("free");
-        let _b = slots.acquire(Class::Local).await.expect("free");
+        let _a = slots.acquire(Class::Local, room()).await.expect("free");
+        let _b = slots.acquire(Class::Local, room()).await.expect("free");
         let mut waiters = Vec::new();
         for _ in 0..2 {
             let s = slots.clone();
             waiters.push(tokio::spawn(async move {
-                s.acquire(Class::Local).await.is_some()
+                s.acquire(Class::Local, room()).await.is_some()
             }));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(
-            slots.acquire(Class::Local).await.is_none(),
+            slots.acquire(Class::Local, room()).await.is_none(),
             "a third local waiter is told Busy"
         );
         // Across has a queue of its own.
         let s = slots.clone();
-        let cross = tokio::spawn(async move { s.acquire(Class::Cross).await.is_some() });
+        let cross = tokio::spawn(async move { s.acquire(Class::Cross, room()).await.is_some() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(slots.waiting(), 3);
         drop((_a, _b));
@@ -229,11 +287,11 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_waiter_passes_its_slot_on() {
         let slots = Arc::new(UploadSlots::new(1));
-        let held = slots.acquire(Class::Local).await.expect("free");
+        let held = slots.acquire(Class::Local, room()).await.expect("free");
         let s = slots.clone();
-        let gone = tokio::spawn(async move { s.acquire(Class::Cross).await.map(|_| ()) });
+        let gone = tokio::spawn(async move { s.acquire(Class::Cross, room()).await.map(|_| ()) });
         let s = slots.clone();
-        let next = tokio::spawn(async move { s.acquire(Class::Local).await.is_some() });
+        let next = tokio::spawn(async move { s.acquire(Class::Local, room()).await.is_some() });
         tokio::time::sleep(Duration::from_millis(10)).await;
         gone.abort();
         let _ = gone.await;
@@ -243,6 +301,6 @@ mod tests {
             "the slot reached the next waiter"
         );
         // Every slot came back.
-        assert!(slots.acquire(Class::Local).await.is_some());
+        assert!(slots.acquire(Class::Local, room()).await.is_some());
     }
 }

@@ -12,7 +12,7 @@ use shoal_bundle::Hash;
 
 pub mod checks;
 
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
 /// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
@@ -431,6 +431,14 @@ pub enum Msg {
         #[serde(with = "serde_bytes")]
         zstd: Vec<u8>,
     },
+    // --- fullness (added in protocol 8) ---
+    /// On a peer's control stream: the sender has so many pieces arriving
+    /// that its downlink has no room (`full`), or has room again. The
+    /// receiver's upload slots serve hosts with room first
+    /// (`shoal_swarm::Config::full_at`).
+    Full {
+        full: bool,
+    },
 }
 
 /// The answer to `GetManifest` or `GetManifestPatch` from a host holding the
@@ -540,6 +548,7 @@ impl Msg {
             Msg::Reject { .. } => "Reject",
             Msg::Busy { .. } => "Busy",
             Msg::Cancel { .. } => "Cancel",
+            Msg::Full { .. } => "Full",
             Msg::Error { .. } => "Error",
             Msg::Ok => "Ok",
         }
@@ -619,6 +628,8 @@ mod tests {
                 chunk: 7,
                 data: vec![1, 2, 3],
             },
+            Msg::Full { full: true },
+            Msg::Full { full: false },
         ];
         for m in msgs {
             let f = m.to_frame();

@@ -33,6 +33,12 @@ impl InFlight {
         self.per_chunk[c as usize] as usize
     }
 
+    /// Whether `peer` was asked for `c` (false for a chunk out of range).
+    pub fn has(&self, c: ChunkIx, peer: PeerId) -> bool {
+        self.per_chunk.get(c as usize).is_some_and(|&n| n > 0)
+            && self.reqs.iter().any(|&(rc, p, _)| rc == c && p == peer)
+    }
+
     pub fn push(&mut self, c: ChunkIx, peer: PeerId, at: Duration) {
         self.per_chunk[c as usize] += 1;
         self.reqs.push((c, peer, at));
@@ -96,6 +102,7 @@ mod tests {
         f.push(2, 12, t);
         assert!(f.contains(2) && f.count(2) == 2 && f.count(1) == 1);
         assert!(!f.contains(0));
+        assert!(f.has(2, 12) && f.has(1, 11) && !f.has(1, 10) && !f.has(0, 10) && !f.has(9, 10));
         assert_eq!(f.remove(2, 99), (false, false), "no such request");
         assert_eq!(f.remove(2, 10), (true, false));
         assert_eq!(f.remove(2, 12), (true, true));

@@ -57,6 +57,17 @@ pub struct Config {
     /// How long a peer that answered `Busy` (its upload queue full) is not
     /// asked again.
     pub busy_backoff: Duration,
+    /// Pieces arriving at once from which this host is full: it tells its
+    /// neighbours ([`Action::Full`]), whose upload slots then serve hosts
+    /// with room first. A download's rate is its share of the busiest link
+    /// it crosses, so past a few transfers a host's downlink is full and each
+    /// more one holds an uploader's slot at a crawl while hosts with room
+    /// wait for it: in the flow model at 2 MiB pieces, hosts receiving eleven
+    /// or more at once held the slots that a fifth of the hosts, told `Busy`
+    /// by most of their neighbours, needed (docs/netsim.md). 320 chunks of
+    /// 32 KB are 10 MiB, the flow model's 5 pieces of 2 MiB; the agent's
+    /// windows keep fewer than that in flight on `3dc-48`.
+    pub full_at: usize,
     /// Seeds random choices, so hosts do not all pick alike.
     pub seed: u64,
 }
@@ -74,6 +85,7 @@ impl Default for Config {
             cross_dc_patience: Duration::from_secs(10),
             endgame_duplicates: 1,
             busy_backoff: Duration::from_millis(100),
+            full_at: 320,
             seed: 0,
         }
     }
@@ -105,6 +117,12 @@ pub enum Action {
         peer: PeerId,
         chunk: ChunkIx,
     },
+    /// Tell the peers of this datacenter that this host is full (`full`:
+    /// so many pieces are arriving that its downlink has no room) or has
+    /// room again: their upload slots serve hosts with room first.
+    Full {
+        full: bool,
+    },
     /// Every chunk is held.
     Complete,
 }
@@ -125,6 +143,8 @@ pub struct Stats {
     pub cross_taken_unconnected: u64,
     /// Requests answered `Busy` (the peer's upload queue was full).
     pub busy: u64,
+    /// Times this host told its neighbours it was full.
+    pub full: u64,
     /// Endgame requests (a second peer asked for a chunk in flight), and
     /// those across datacenters.
     pub endgame: u64,
@@ -165,6 +185,10 @@ pub struct Swarm {
     missing: usize,
     /// Requests in flight: (chunk, peer, sent at), and how many per chunk.
     inflight: InFlight,
+    /// Those of them whose piece is arriving (see `on_started`).
+    arriving: Vec<(PeerId, ChunkIx)>,
+    /// What the neighbours were last told (see `Action::Full`).
+    told_full: bool,
     /// In slots; their order never matters (`schedule` sorts what it asks).
     peers: Peers,
     /// Per chunk, how many live peers hold it.
@@ -329,6 +353,8 @@ impl Swarm {
             have,
             missing,
             inflight: InFlight::new(n),
+            arriving: Vec::new(),
+            told_full: false,
             peers: Peers::default(),
             avail: vec![Holders::default(); n],
             now: Duration::ZERO,
@@ -589,6 +615,8 @@ impl Swarm {
         // Endgame duplicates still out for this chunk are no longer needed.
         {
             for (p, _) in self.inflight.take(chunk) {
+                self.arriving.retain(|&r| r != (p, chunk));
+                self.tell_fullness();
                 if let Some(slot) = self.peers.slot(p) {
                     let pp = &mut self.peers[slot];
                     pp.inflight -= 1;
@@ -609,6 +637,28 @@ impl Swarm {
 
     /// The peer could not serve the chunk. `lacks`: it says it does not have it
     /// (so it is not asked again); otherwise it was busy or the stream failed.
+    /// The answer to a request to `peer` began to arrive: the piece counts
+    /// as arriving until its request ends (see [`Config::full_at`]).
+    pub fn on_started(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
+        self.now = self.now.max(now);
+        if self.inflight.has(chunk, peer) && !self.arriving.contains(&(peer, chunk)) {
+            self.arriving.push((peer, chunk));
+            self.tell_fullness();
+        }
+    }
+
+    /// Tells the neighbours when this host becomes full or has room again;
+    /// nothing with locality off (a classic BitTorrent client has no such
+    /// message, and `--strategy bittorrent` measures one).
+    fn tell_fullness(&mut self) {
+        let full = self.cfg.locality && self.arriving.len() >= self.cfg.full_at;
+        if full != self.told_full {
+            self.told_full = full;
+            self.stats.full += u64::from(full);
+            self.actions.push_back(Action::Full { full });
+        }
+    }
+
     /// A request that ended without the chunk for a reason that is not the
     /// peer's doing (its connection went away, our store failed): the chunk is
     /// free to ask of anyone, and nothing is held against the peer.
@@ -1102,6 +1152,8 @@ impl Swarm {
         if !self.inflight.contains(chunk) {
             return;
         }
+        self.arriving.retain(|&r| r != (peer, chunk));
+        self.tell_fullness();
         let (removed, empty) = self.inflight.remove(chunk, peer);
         if removed && let Some(slot) = self.peers.slot(peer) {
             let p = &mut self.peers[slot];

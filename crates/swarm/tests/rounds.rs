@@ -131,6 +131,7 @@ impl Net {
                         }
                         // Haves here arrive after one round anyway.
                         Action::Tell { .. }
+                        | Action::Full { .. }
                         | Action::Cancel { .. }
                         | Action::Ban { .. }
                         | Action::Complete => {}
@@ -805,4 +806,44 @@ fn a_fresh_chunk_is_told_at_once_to_each_other_datacenter() {
         !std::iter::from_fn(|| s.poll_action()).any(|a| matches!(a, Action::Tell { .. })),
         "not fresh: no Tell"
     );
+}
+
+#[test]
+fn a_host_with_as_many_pieces_arriving_as_full_at_says_it_is_full_and_then_has_room() {
+    let cfg = Config {
+        local_window: 4,
+        full_at: 2,
+        ..Config::default()
+    };
+    let mut s = Swarm::new(cfg, "me", vec![1000; 8], BitSet::new(8));
+    s.set_members([]);
+    s.add_peer(1, "a", "", false);
+    s.peer_bitfield(1, |_| true);
+    let asked = requests_at(&mut s, Duration::ZERO);
+    assert_eq!(asked.len(), 4);
+    let fulls = |s: &mut Swarm| -> Vec<bool> {
+        std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Full { full } => Some(full),
+                _ => None,
+            })
+            .collect()
+    };
+    let t = Duration::from_millis(1);
+    // A piece not asked for (or out of range) does not count, and the same
+    // piece starting twice counts once.
+    s.on_started(t, 1, 100);
+    s.on_started(t, 2, asked[0].1);
+    s.on_started(t, asked[0].0, asked[0].1);
+    s.on_started(t, asked[0].0, asked[0].1);
+    assert_eq!(fulls(&mut s), [] as [bool; 0]);
+    s.on_started(t, asked[1].0, asked[1].1);
+    assert_eq!(fulls(&mut s), [true], "two arriving: full");
+    s.on_started(t, asked[2].0, asked[2].1);
+    assert_eq!(fulls(&mut s), [] as [bool; 0], "told once");
+    s.on_piece(t, asked[0].0, asked[0].1, true);
+    assert_eq!(fulls(&mut s), [] as [bool; 0], "still two arriving");
+    s.on_busy(t, asked[1].0, asked[1].1);
+    assert_eq!(fulls(&mut s), [false], "one arriving: room again");
+    assert_eq!(s.stats.full, 1);
 }

@@ -112,6 +112,17 @@ enum Kind {
         to: usize,
         chunk: ChunkIx,
     },
+    /// `from` told the peers of its datacenter whether it is full.
+    Full {
+        from: usize,
+        full: bool,
+    },
+    /// The first bytes of a piece from `from` reached `to`.
+    Started {
+        from: usize,
+        to: usize,
+        chunk: ChunkIx,
+    },
     /// `from` asks `to` for the manifest.
     GetManifest {
         from: usize,
@@ -156,6 +167,11 @@ enum Op {
         chunk: ChunkIx,
         at: Duration,
     },
+    Started {
+        from: usize,
+        chunk: ChunkIx,
+        at: Duration,
+    },
     Tick {
         at: Duration,
     },
@@ -183,6 +199,7 @@ impl Op {
                 s.on_failed(from as u64, chunk, true);
             }
             Op::Busy { from, chunk, at } => s.on_busy(at, from as u64, chunk),
+            Op::Started { from, chunk, at } => s.on_started(at, from as u64, chunk),
             Op::Piece { from, chunk, at } => s.on_piece(at, from as u64, chunk, true),
             Op::Tick { at } => {
                 if !s.is_complete() {
@@ -229,9 +246,12 @@ impl Waiting {
         }
     }
 
-    fn pop(&mut self, now: Duration) -> Option<(usize, ChunkIx)> {
+    /// The next request to serve. A neighbour that said it is full
+    /// (`full`, by host) waits behind those with room, unless all are full.
+    fn pop(&mut self, now: Duration, full: &[bool]) -> Option<(usize, ChunkIx)> {
         let local = |q: &mut VecDeque<(usize, ChunkIx, Duration)>| {
-            q.pop_front().map(|(from, chunk, _)| (from, chunk))
+            let i = q.iter().position(|&(from, ..)| !full[from]).unwrap_or(0);
+            q.remove(i).map(|(from, chunk, _)| (from, chunk))
         };
         let overdue = self
             .local
@@ -289,6 +309,8 @@ struct Sim<'a> {
     peers: Vec<Vec<usize>>,
     queue: Vec<Waiting>,
     busy: Vec<usize>,
+    /// Hosts that told their neighbours they are full (`Action::Full`).
+    full: Vec<bool>,
     slots: usize,
     pending: Vec<usize>,
     is_pending: Vec<bool>,
@@ -409,6 +431,7 @@ impl<'a> Sim<'a> {
             seed_window: scaled(base.seed_window),
             cross_window: scaled(base.cross_window),
             request_timeout: base.request_timeout.mul_f64(scale),
+            full_at: scaled(base.full_at),
 
             ..base
         };
@@ -449,6 +472,7 @@ impl<'a> Sim<'a> {
             peers: vec![Vec::new(); n],
             queue: vec![Waiting::default(); n],
             busy: vec![0; n],
+            full: vec![false; n],
             // Fewer, faster uploads than the agent's 32 for large pieces: a
             // piece is passed on only once whole, and each of k slots gets a
             // k-th of the uplink, so every hop through a datacenter costs k
@@ -807,6 +831,17 @@ impl<'a> Sim<'a> {
                     },
                 );
             }
+            Kind::Full { from, full } => self.full[from] = full,
+            Kind::Started { from, to, chunk } => {
+                self.call(
+                    to,
+                    Op::Started {
+                        from,
+                        chunk,
+                        at: now,
+                    },
+                );
+            }
             Kind::Piece { from, to, chunk } => {
                 self.call(
                     to,
@@ -958,6 +993,10 @@ impl<'a> Sim<'a> {
                     );
                 }
             }
+            Action::Full { full } => {
+                let at = now + self.topo.latency(self.dc[x], self.dc[x]);
+                self.push(at, Kind::Full { from: x, full });
+            }
             Action::Complete => {
                 if self.verified_at[x - 1].is_none() {
                     self.verified_at[x - 1] = Some(now.as_secs_f64());
@@ -979,10 +1018,11 @@ impl<'a> Sim<'a> {
             let manifest_first =
                 self.manifests_out[u] > 0 && now < self.manifest_since[u] + MANIFEST_FIRST;
             while self.busy[u] < self.slots && !manifest_first {
-                let Some((to, chunk)) = self.queue[u].pop(now) else {
+                let Some((to, chunk)) = self.queue[u].pop(now, &self.full) else {
                     break;
                 };
                 self.busy[u] += 1;
+                self.push(now + self.lat(u, to), Kind::Started { from: u, to, chunk });
                 self.links.push(super::path(self.topo, u, to));
                 self.flows.push(Flow {
                     from: u,
@@ -1059,19 +1099,37 @@ mod tests {
     fn uploads_serve_across_first_unless_a_neighbour_waited_long() {
         let mut w = Waiting::default();
         let t = Duration::from_millis;
+        let none = [false; 8];
         w.push(false, (1, 10), t(0));
         w.push(true, (2, 20), t(100));
         w.push(false, (3, 30), t(200));
         assert_eq!((w.of_class(true), w.of_class(false)), (1, 2));
         // From across first, then the neighbours in order.
-        assert_eq!(w.pop(t(300)), Some((2, 20)));
-        assert_eq!(w.pop(t(300)), Some((1, 10)));
+        assert_eq!(w.pop(t(300), &none), Some((2, 20)));
+        assert_eq!(w.pop(t(300), &none), Some((1, 10)));
         w.push(true, (4, 40), t(400));
         // Host 3 has waited LOCAL_WAIT_MAX: it goes before the newer request from across.
-        assert_eq!(w.pop(t(200) + LOCAL_WAIT_MAX), Some((3, 30)));
+        assert_eq!(w.pop(t(200) + LOCAL_WAIT_MAX, &none), Some((3, 30)));
         assert!(w.remove(4, 40), "a cancelled request leaves the queue");
         assert!(!w.remove(4, 40));
         assert!(w.is_empty());
-        assert_eq!(w.pop(t(2000)), None);
+        assert_eq!(w.pop(t(2000), &none), None);
+    }
+
+    #[test]
+    fn a_neighbour_that_said_it_is_full_waits_behind_those_with_room() {
+        let mut w = Waiting::default();
+        let t = Duration::from_millis;
+        let mut full = [false; 8];
+        full[1] = true;
+        full[5] = true;
+        w.push(false, (1, 10), t(0));
+        w.push(false, (2, 20), t(1));
+        w.push(true, (5, 50), t(2));
+        // Across, fullness is not told: first as before.
+        assert_eq!(w.pop(t(3), &full), Some((5, 50)));
+        assert_eq!(w.pop(t(3), &full), Some((2, 20)));
+        // Only full hosts left: the first of them.
+        assert_eq!(w.pop(t(3), &full), Some((1, 10)));
     }
 }
