@@ -514,29 +514,24 @@ impl Node {
 
     /// Tells every peer we hold a chunk.
     pub(crate) fn broadcast(&self, msg: Msg) {
-        let peers: Vec<Arc<Peer>> = self
-            .state
-            .lock()
-            .expect("state lock")
-            .peers
-            .values()
-            .cloned()
-            .collect();
-        for p in peers {
-            let _ = p.ctl.send(Out::Msg(msg.clone()));
-        }
+        self.send_control(msg, |_| true);
     }
 
     /// Tells the peers of this datacenter, at once, whether this host is
     /// full (see `Action::Full`).
     pub(crate) fn tell_neighbours(&self, msg: Msg) {
+        self.send_control(msg, |p| p.dc == self.opts.dc);
+    }
+
+    /// Queues `msg` on the control stream of every peer `to` picks.
+    fn send_control(&self, msg: Msg, to: impl Fn(&Peer) -> bool) {
         let peers: Vec<Arc<Peer>> = self
             .state
             .lock()
             .expect("state lock")
             .peers
             .values()
-            .filter(|p| p.dc == self.opts.dc)
+            .filter(|p| to(p))
             .cloned()
             .collect();
         for p in peers {
