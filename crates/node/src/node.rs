@@ -796,13 +796,16 @@ impl Node {
         // Requests the peer opens.
         let n = self.clone();
         let from = hello;
+        // Whether the asker said it is full, read by the upload slots.
+        let full = peer.full.clone();
         tokio::spawn(async move {
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let n = n.clone();
                 let from = from.clone();
+                let full = full.clone();
                 let conn = conn.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = n.serve(&from, send, recv).await {
+                    if let Err(e) = n.serve(&from, full, send, recv).await {
                         tracing::warn!(peer = %from.host, error = %e, "closing connection");
                         conn.close(1u32.into(), b"bad request");
                     }
@@ -886,6 +889,7 @@ impl Node {
     async fn serve(
         &self,
         from: &Hello,
+        full: Arc<AtomicBool>,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
     ) -> Result<(), NodeError> {
@@ -928,11 +932,6 @@ impl Node {
                 } else {
                     Class::Local
                 };
-                let full = self
-                    .peer_id(&from.host)
-                    .and_then(|p| self.peer(p))
-                    .map(|p| p.full.clone())
-                    .unwrap_or_default();
                 let (reply, permit) = self.piece(id, chunk, base, class, full).await;
                 if let Msg::Piece { data, .. } | Msg::Patch { data, .. } = &reply {
                     self.counters.add_dc(&from.dc, data.len() as u64, 0);

@@ -615,8 +615,7 @@ impl Swarm {
         // Endgame duplicates still out for this chunk are no longer needed.
         {
             for (p, _) in self.inflight.take(chunk) {
-                self.arriving.retain(|&r| r != (p, chunk));
-                self.tell_fullness();
+                self.stop_arriving(p, chunk);
                 if let Some(slot) = self.peers.slot(p) {
                     let pp = &mut self.peers[slot];
                     pp.inflight -= 1;
@@ -635,14 +634,22 @@ impl Swarm {
         self.check_complete();
     }
 
-    /// The peer could not serve the chunk. `lacks`: it says it does not have it
-    /// (so it is not asked again); otherwise it was busy or the stream failed.
     /// The answer to a request to `peer` began to arrive: the piece counts
     /// as arriving until its request ends (see [`Config::full_at`]).
     pub fn on_started(&mut self, now: Duration, peer: PeerId, chunk: ChunkIx) {
         self.now = self.now.max(now);
         if self.inflight.has(chunk, peer) && !self.arriving.contains(&(peer, chunk)) {
             self.arriving.push((peer, chunk));
+            self.tell_fullness();
+        }
+    }
+
+    /// The piece asked of `peer` no longer arrives (it came, or its request
+    /// ended).
+    fn stop_arriving(&mut self, peer: PeerId, chunk: ChunkIx) {
+        let before = self.arriving.len();
+        self.arriving.retain(|&r| r != (peer, chunk));
+        if self.arriving.len() != before {
             self.tell_fullness();
         }
     }
@@ -700,6 +707,8 @@ impl Swarm {
         }
     }
 
+    /// The peer could not serve the chunk. `lacks`: it says it does not have it
+    /// (so it is not asked again); otherwise it was busy or the stream failed.
     pub fn on_failed(&mut self, peer: PeerId, chunk: ChunkIx, lacks: bool) {
         self.end_request(peer, chunk);
         if !lacks && let Some(p) = self.peers.by_id_mut(peer) {
@@ -1152,8 +1161,7 @@ impl Swarm {
         if !self.inflight.contains(chunk) {
             return;
         }
-        self.arriving.retain(|&r| r != (peer, chunk));
-        self.tell_fullness();
+        self.stop_arriving(peer, chunk);
         let (removed, empty) = self.inflight.remove(chunk, peer);
         if removed && let Some(slot) = self.peers.slot(peer) {
             let p = &mut self.peers[slot];
