@@ -234,6 +234,8 @@ fn flow(args: &BenchArgs, topology: Topology, json: bool) -> Result<Report> {
         m => m.map(parse_size).transpose()?,
     };
     let strategies = Strategy::parse_list(&args.strategy).map_err(anyhow::Error::msg)?;
+    // Before anything is run or written: the run may start over from here.
+    crate::huge_pages::restart_with_huge_pages();
     let hosts = topology.targets().len() as u64;
     let scenario = shoal_netsim::flow::FlowScenario {
         topology,

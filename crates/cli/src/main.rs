@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod demo;
 mod fleet;
+mod huge_pages;
 mod local_demo;
 mod ops;
 mod progress;
