@@ -33,7 +33,12 @@ pub fn with_huge_pages(current: Option<&str>) -> Option<String> {
 /// already says something about them. Returns only when there was nothing
 /// to do or the restart failed (the run then goes on as it is).
 pub fn restart_with_huge_pages() {
-    let current = std::env::var(VAR).ok();
+    let current = match std::env::var(VAR) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        // Not ours to rewrite.
+        Err(std::env::VarError::NotUnicode(_)) => return,
+    };
     let Some(value) = with_huge_pages(current.as_deref()) else {
         tracing::debug!(tunables = %current.unwrap_or_default(), "malloc's huge pages as set");
         return;
