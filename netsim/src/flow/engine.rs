@@ -591,6 +591,8 @@ impl<'a> Sim<'a> {
             receiving = ?u.receiving,
             down_used = u.down,
             up_used = u.up,
+            seed_up = u.seed_up,
+            seed_to = ?u.seed_to,
             starved,
             // Means over the starved hosts.
             lacking = per(lacking),
