@@ -204,11 +204,11 @@ pub fn run(args: BenchArgs, json: bool) -> Result<std::process::ExitCode> {
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     }
     if json {
-        println!("{}", report.to_json());
+        crate::out::print(format_args!("{}\n", report.to_json()))?;
     } else {
-        print!("{}", report.render_table());
+        crate::out::print(report.render_table())?;
         if let Some(path) = &args.chart {
-            println!("chart: {}", path.display());
+            crate::out::print(format_args!("chart: {}\n", path.display()))?;
         }
     }
     let all = report

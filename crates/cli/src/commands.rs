@@ -12,11 +12,18 @@ use std::path::Path;
 use std::process::ExitCode;
 
 /// Prints `value` as JSON, or `text` for people.
-pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+pub fn emit<T: Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> std::io::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(value).expect("serializable"));
+        crate::out::print(format_args!(
+            "{}\n",
+            serde_json::to_string(value).expect("serializable")
+        ))
     } else {
-        print!("{}", text());
+        crate::out::print(text())
     }
 }
 
@@ -139,7 +146,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     serde_json::json!({"dir": out, "edited": edited.len()})
                 }
             };
-            emit(json, &value, || format!("{value}\n"));
+            emit(json, &value, || format!("{value}\n"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Key {
@@ -162,7 +169,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         key.public().fingerprint()
                     )
                 },
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pack {
@@ -198,7 +205,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     report.new_bytes_stored,
                     report.id
                 )
-            });
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Install {
@@ -260,7 +267,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     s
                 },
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Activate { tag, root } => {
@@ -277,7 +284,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         format!("{tag} was already current\n")
                     }
                 },
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollback {
@@ -303,7 +310,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                         from.as_deref().unwrap_or("none")
                     )
                 },
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Releases { root } => {
@@ -358,7 +365,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     ));
                 }
                 s
-            });
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
@@ -369,7 +376,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let root = Root::new(&root);
             let report = audit::audit_release(&root, tag.as_deref())
                 .with_context(|| format!("auditing {}", root.path().display()))?;
-            emit(json, &report, || audit_text(&report));
+            emit(json, &report, || audit_text(&report))?;
             Ok(if report.is_clean() {
                 ExitCode::SUCCESS
             } else {
@@ -389,7 +396,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     report.chunks_removed,
                     report.chunk_bytes_freed
                 )
-            });
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -20,12 +20,12 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
     let topology = Topology::builtin("demo").expect("the demo topology ships with shoal");
     let (work, _guard) = work_dir(dir)?;
     if !json {
-        println!(
-            "shoal demo: {} ({} targets + the seed) in {}\n",
+        crate::out::print(format_args!(
+            "shoal demo: {} ({} targets + the seed) in {}\n\n",
             topology.description,
             topology.targets().len(),
             work.display()
-        );
+        ))?;
     }
     let scenario = Scenario {
         topology,
@@ -47,18 +47,18 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
             && s.rollback_hosts_back.is_none_or(|n| n == s.hosts_total)
     });
     if json {
-        println!("{}", report.to_json());
+        crate::out::print(format_args!("{}\n", report.to_json()))?;
     } else {
-        print!("{}", report.render_table());
-        println!(
-            "\n{} in {:.1} s",
+        crate::out::print(report.render_table())?;
+        crate::out::print(format_args!(
+            "\n{} in {:.1} s\n",
             if ok {
                 "every host verified, activated, audited clean and rolled back"
             } else {
                 "NOT every host ended verified, active, clean and rolled back"
             },
             started.elapsed().as_secs_f64()
-        );
+        ))?;
     }
     Ok(if ok {
         ExitCode::SUCCESS

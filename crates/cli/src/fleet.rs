@@ -27,7 +27,7 @@ pub fn cluster(cmd: ClusterCommand, json: bool) -> Result<ExitCode> {
                     "cluster CA and deploy key written to {}\n(keep ca.key and deploy.key secret; ship deploy.key.pub to agents)\n",
                     dir.display()
                 )
-            });
+            })?;
         }
         ClusterCommand::Issue { dir, host, dc, out } => {
             shoal_net::cluster::issue(&dir, &host, &dc, &out)
@@ -36,7 +36,7 @@ pub fn cluster(cmd: ClusterCommand, json: bool) -> Result<ExitCode> {
                 json,
                 &serde_json::json!({ "host": host, "dc": dc, "out": out }),
                 || format!("identity for {host} ({dc}) written to {}\n", out.display()),
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -61,15 +61,15 @@ pub fn seed(
                     "announced {} ({} files, {} bytes, {} chunks) id {}\n",
                     r.tag, r.files, r.bytes, r.chunks, r.id
                 )
-            });
+            })?;
         }
         if !json {
-            println!(
-                "seed {} serving on {} ({} release(s)); Ctrl-C to stop",
+            crate::out::print(format_args!(
+                "seed {} serving on {} ({} release(s)); Ctrl-C to stop\n",
                 cfg.host,
                 seed.local_addr(),
                 seed.tracker.releases().len()
-            );
+            ))?;
         }
         tokio::signal::ctrl_c()
             .await
@@ -185,7 +185,7 @@ pub fn status(
             ));
             s
         },
-    );
+    )?;
     Ok(if check && !converged {
         ExitCode::from(1)
     } else {

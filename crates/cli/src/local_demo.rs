@@ -50,7 +50,12 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
     let mut r = Report::default();
     let mut step = |name: &str, t: Instant, detail: String| {
         if !json {
-            println!("{:<34} {:>7.2}s  {detail}", name, t.elapsed().as_secs_f64());
+            // A closed pipe ends the run at the report's first write.
+            let _ = crate::out::print(format_args!(
+                "{:<34} {:>7.2}s  {detail}\n",
+                name,
+                t.elapsed().as_secs_f64()
+            ));
         }
         r.steps.push(Step {
             step: name.into(),
@@ -59,7 +64,7 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
         });
     };
     if !json {
-        println!("shoal demo in {}\n", work.display());
+        crate::out::print(format_args!("shoal demo in {}\n\n", work.display()))?;
     }
 
     let t = Instant::now();
@@ -181,23 +186,23 @@ pub fn run(dir: Option<&Path>, json: bool) -> Result<ExitCode> {
 
     r.ok = r.audits_clean == 2 && r.tamper_detected;
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        crate::out::print(format_args!("{}\n", serde_json::to_string(&r)?))?;
     } else {
-        println!(
-            "\nrelease {} bytes; stored {} compressed; delta stored {} ({:.2}%), delta written {} ({:.2}%)",
+        crate::out::print(format_args!(
+            "\nrelease {} bytes; stored {} compressed; delta stored {} ({:.2}%), delta written {} ({:.2}%)\n",
             r.release_bytes,
             r.first_stored_bytes,
             r.delta_stored_bytes,
             100.0 * r.delta_stored_bytes as f64 / r.first_stored_bytes.max(1) as f64,
             r.delta_written_bytes,
             100.0 * r.delta_written_bytes as f64 / r.release_bytes.max(1) as f64
-        );
-        println!(
-            "audits clean: {}/2, tampering detected: {}  => {}",
+        ))?;
+        crate::out::print(format_args!(
+            "audits clean: {}/2, tampering detected: {}  => {}\n",
             r.audits_clean,
             r.tamper_detected,
             if r.ok { "OK" } else { "FAILED" }
-        );
+        ))?;
     }
     if !r.ok {
         bail!("the demo did not end as expected");

@@ -8,6 +8,7 @@ mod fleet;
 mod huge_pages;
 mod local_demo;
 mod ops;
+mod out;
 mod progress;
 mod rollout;
 mod watch;
@@ -414,9 +415,14 @@ fn main() -> ExitCode {
         .init();
     match commands::run(cli) {
         Ok(code) => code,
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             if cli_json_requested() {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                // Nothing more to say if even this cannot be written.
+                let _ = out::print(format_args!(
+                    "{}\n",
+                    serde_json::json!({ "error": format!("{e:#}") })
+                ));
             }
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -44,7 +44,7 @@ pub fn config_check(file: &Path, kind: Option<ConfigKind>, json: bool) -> Result
             }
             s
         },
-    );
+    )?;
     Ok(if problems.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -89,7 +89,7 @@ pub fn deploy(goal: Goal, remote: &Remote, args: &RolloutArgs, json: bool) -> Re
         client.close().await;
         r
     })?;
-    emit(json, &report, || report_text(&report));
+    emit(json, &report, || report_text(&report))?;
     Ok(if report.ok {
         ExitCode::SUCCESS
     } else {
@@ -194,7 +194,7 @@ pub fn log(remote: &Remote, last: u32, json: bool) -> Result<ExitCode> {
             s.push_str("the deploy log is empty\n");
         }
         s
-    });
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -259,7 +259,7 @@ pub fn audit(remote: &Remote, json: bool) -> Result<ExitCode> {
             ));
             s
         },
-    );
+    )?;
     Ok(if clean {
         ExitCode::SUCCESS
     } else {

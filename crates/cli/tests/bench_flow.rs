@@ -1,6 +1,7 @@
 //! `shoal bench --model flow` through the real binary: the run restarts
 //! itself once with malloc's huge pages asked for (`src/huge_pages.rs`),
-//! prints one report, and leaves a tunable the user set alone.
+//! prints one report, and leaves a tunable the user set alone; a reader
+//! that stops early ends it quietly (`src/out.rs`).
 
 mod support;
 
@@ -77,4 +78,28 @@ fn a_tunable_the_user_set_is_kept_and_the_run_does_not_restart() {
         "{stderr}"
     );
     report(&out);
+}
+
+#[test]
+fn a_reader_that_stops_early_ends_the_run_quietly() {
+    // As `shoal bench ... --json | head -c 0` would: the pipe's reader is
+    // gone before the report is written.
+    let mut c = support::cmd(&[
+        "bench",
+        "--model",
+        "flow",
+        "--topology",
+        "demo",
+        "--size",
+        "4MiB",
+        "--json",
+    ]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("running shoal");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("waiting for shoal");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
