@@ -10,8 +10,9 @@ use std::process::Output;
 
 const HUGE: &str = "GLIBC_TUNABLES";
 
-fn bench(tunables: Option<&str>) -> Output {
-    let mut c = support::cmd(&[
+/// A flow run of a 4 MiB release over the demo topology, shoal and central.
+fn flow_bench() -> std::process::Command {
+    support::cmd(&[
         "bench",
         "--model",
         "flow",
@@ -22,7 +23,11 @@ fn bench(tunables: Option<&str>) -> Output {
         "--strategy",
         "shoal,central",
         "--json",
-    ]);
+    ])
+}
+
+fn bench(tunables: Option<&str>) -> Output {
+    let mut c = flow_bench();
     c.env("RUST_LOG", "shoal::huge_pages=debug");
     match tunables {
         Some(t) => c.env(HUGE, t),
@@ -84,16 +89,7 @@ fn a_tunable_the_user_set_is_kept_and_the_run_does_not_restart() {
 fn a_reader_that_stops_early_ends_the_run_quietly() {
     // As `shoal bench ... --json | head -c 0` would: the pipe's reader is
     // gone before the report is written.
-    let mut c = support::cmd(&[
-        "bench",
-        "--model",
-        "flow",
-        "--topology",
-        "demo",
-        "--size",
-        "4MiB",
-        "--json",
-    ]);
+    let mut c = flow_bench();
     c.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().expect("running shoal");
