@@ -4,7 +4,8 @@
 //!
 //! Most tests run the network in wall-clock time ([`Network::new`]) and so
 //! measure real time; bounds are 10% unless a comment says why not. The
-//! `virtual_*` tests run it in a paused runtime's virtual time
+//! `virtual_*` tests, and those whose bounds a late wake-up on a busy machine
+//! would break (jitter, the cut), run it in a paused runtime's virtual time
 //! ([`Network::new_virtual`], what `shoal bench` uses), where the model's
 //! arithmetic must hold to half a tick and a busy CPU must change nothing.
 //! Time is read from tokio's clock, which is the wall clock unless paused.

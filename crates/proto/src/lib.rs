@@ -571,21 +571,17 @@ impl Msg {
 mod gaps {
     use super::ChunkIx;
     use serde::de::Error as _;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(chunks: &[ChunkIx], s: S) -> Result<S::Ok, S::Error> {
         let mut sorted = chunks.to_vec();
         sorted.sort_unstable();
         let mut prev = 0;
-        let gaps: Vec<ChunkIx> = sorted
-            .iter()
-            .map(|&c| {
-                let gap = c - prev;
-                prev = c;
-                gap
-            })
-            .collect();
-        gaps.serialize(s)
+        s.collect_seq(sorted.iter().map(|&c| {
+            let gap = c - prev;
+            prev = c;
+            gap
+        }))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChunkIx>, D::Error> {
