@@ -146,6 +146,8 @@ pub struct Counters {
     pub manifests_patched: AtomicU64,
     pub chunks_rejected: AtomicU64,
     pub peers_banned: AtomicU64,
+    /// `Have` messages received (a seed gets none: see `broadcast_have`).
+    pub haves_in: AtomicU64,
     /// Chunk bytes (up, down) per peer datacenter, for metrics.
     pub by_dc: Mutex<std::collections::BTreeMap<String, (u64, u64)>>,
 }
@@ -512,9 +514,11 @@ impl Node {
             .copied()
     }
 
-    /// Tells every peer we hold a chunk.
-    pub(crate) fn broadcast(&self, msg: Msg) {
-        self.send_control(msg, |_| true);
+    /// Tells every peer that may fetch from us that we hold a chunk: not
+    /// seeds, which hold every chunk and fetch none. Each `Have` is a packet
+    /// the seed must acknowledge, on the uplink that bounds the transfer.
+    pub(crate) fn broadcast_have(&self, msg: Msg) {
+        self.send_control(msg, |p| p.role != Role::Seed);
     }
 
     /// Tells the peers of this datacenter, at once, whether this host is
@@ -859,6 +863,7 @@ impl Node {
                 Ok(())
             }
             Msg::Have { id, chunks } => {
+                self.counters.haves_in.fetch_add(1, Ordering::Relaxed);
                 let (known, session) = {
                     let st = self.state.lock().expect("state lock");
                     (st.releases.get(&id).cloned(), st.sessions.get(&id).cloned())

@@ -184,7 +184,7 @@ async fn run(
                     let host = node.peer(peer).map(|p| p.host.clone()).unwrap_or_default();
                     tracing::warn!(peer = %host, %reason, "peer banned from this swarm");
                 }
-                Action::Have { chunk } => node.broadcast(Msg::Have {
+                Action::Have { chunk } => node.broadcast_have(Msg::Have {
                     id,
                     chunks: vec![chunk],
                 }),

@@ -92,6 +92,11 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
     );
     assert!(received >= 4 * v1.new_bytes_stored * 9 / 10);
     assert!(seed_up < received, "agents must serve each other");
+    // Agents tell each other of every chunk, and never the seed, which holds
+    // them all: each `Have` would cost the seed's uplink an acknowledgement.
+    let haves = |n: &shoal_node::Node| n.counters.haves_in.load(Ordering::Relaxed);
+    assert!(agents.iter().all(|(_, n)| haves(n) > 0));
+    assert_eq!(haves(&seed.node), 0, "the seed was told of chunks");
 
     // A 1% delta: each agent fetches patches of the new chunks against the
     // chunks it holds, and the manifest as a patch.
