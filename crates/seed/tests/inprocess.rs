@@ -95,7 +95,9 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
     // Agents tell each other of every chunk, and never the seed, which holds
     // them all: each `Have` would cost the seed's uplink an acknowledgement.
     let haves = |n: &shoal_node::Node| n.counters.haves_in.load(Ordering::Relaxed);
-    assert!(agents.iter().all(|(_, n)| haves(n) > 0));
+    // (Summed: an agent that fetched everything before its neighbours
+    // joined may hear none.)
+    assert!(agents.iter().map(|(_, n)| haves(n)).sum::<u64>() > 0);
     assert_eq!(haves(&seed.node), 0, "the seed was told of chunks");
 
     // A 1% delta: each agent fetches patches of the new chunks against the
