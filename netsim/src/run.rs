@@ -266,9 +266,10 @@ async fn start_fleet(
         metrics: None,
         web: None,
         locality: k.locality(),
+        path_mtu: topo.mtu,
     };
     let identity = Identity::load(&p.identities[0])?;
-    let tuning = Tuning::for_path(seed_host.upload, rtt);
+    let tuning = Tuning::for_path(seed_host.upload, rtt).with_path_mtu(seed_cfg.path_mtu);
     let ep = shoal_net::endpoint_with_socket(&identity, net.socket(0), &tuning)?;
     let seed = Seed::start_on(&seed_cfg, ep).await?;
     seed.tracker.set_policy(k.policy(topo));
@@ -291,6 +292,8 @@ async fn start_fleet(
             reserve: 0,
             path_bandwidth: h.download.max(h.upload),
             path_rtt_ms: rtt.as_millis().max(1) as u64,
+            // The topology's MTU is every path's, as an operator's would be.
+            path_mtu: topo.mtu,
             poll_ms: 100,
             locality: k.locality(),
             fault_corrupt_uploads: false,

@@ -17,7 +17,7 @@ pub use endpoint::{bind_socket, connect, endpoint, endpoint_with_socket, local_a
 pub use error::NetError;
 pub use frame::{recv_msg, recv_msg_noting, send_msg};
 pub use identity::{ALPN, Identity, PeerName, peer_name, provider};
-pub use tuning::{LOCAL_RTT, Tuning, send_window_for};
+pub use tuning::{INITIAL_MTU, LOCAL_RTT, MAX_MTU, Tuning, send_window_for};
 // Re-exported so callers name the same versions shoal-net was built with.
 pub use quinn;
 pub use rustls;

@@ -153,12 +153,15 @@ async fn try_talk(ep: &quinn::Endpoint, cfg: quinn::ClientConfig, addr: SocketAd
 /// A cluster and the endpoints of its hosts a.test (dc1) and b.test (dc2);
 /// the cluster's directory must outlive them.
 fn two_hosts() -> (TempDir, quinn::Endpoint, quinn::Endpoint) {
+    two_hosts_with(&Tuning::default())
+}
+
+fn two_hosts_with(tuning: &Tuning) -> (TempDir, quinn::Endpoint, quinn::Endpoint) {
     let c = new_cluster();
     let a = ident(c.path(), "a.test", "dc1");
     let b = ident(c.path(), "b.test", "dc2");
-    let tuning = Tuning::default();
-    let ea = endpoint(&a, local(), &tuning).unwrap();
-    let eb = endpoint(&b, local(), &tuning).unwrap();
+    let ea = endpoint(&a, local(), tuning).unwrap();
+    let eb = endpoint(&b, local(), tuning).unwrap();
     (c, ea, eb)
 }
 
@@ -468,6 +471,47 @@ async fn a_connection_probes_the_path_mtu_once() {
         send.finish().unwrap();
         conn.close(0u32.into(), b"done");
         server.await.unwrap();
+        eb.wait_idle().await;
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
+async fn a_known_path_mtu_is_used_from_the_first_packet_without_a_probe() {
+    timeout(LIMIT, async {
+        let (_c, ea, eb) = two_hosts_with(&Tuning::default().with_path_mtu(1452));
+        let addr = ea.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let conn = ea.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            while let Ok(Some(m)) = recv_msg(&mut recv, MAX_CONTROL).await {
+                send_msg(&mut send, &m).await.unwrap();
+            }
+            let stats = conn.stats().path;
+            conn.closed().await;
+            stats
+        });
+        let conn = connect(&eb, addr, "a.test").await.unwrap();
+        assert_eq!(conn.stats().path.current_mtu, 1452);
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        // Messages of several packets each: any probe would have gone out.
+        let big = Msg::Have {
+            id: shoal_bundle::hash::Hash([7; 32]),
+            chunks: (0..30_000).step_by(3).collect(),
+        };
+        for _ in 0..20 {
+            send_msg(&mut send, &big).await.unwrap();
+            recv_msg(&mut recv, MAX_CONTROL).await.unwrap().unwrap();
+        }
+        let stats = conn.stats();
+        assert_eq!(stats.path.current_mtu, 1452, "{stats:?}");
+        assert_eq!(stats.path.sent_plpmtud_probes, 0, "{stats:?}");
+        send.finish().unwrap();
+        conn.close(0u32.into(), b"done");
+        let theirs = server.await.unwrap();
+        assert_eq!(theirs.sent_plpmtud_probes, 0, "{theirs:?}");
+        assert_eq!(theirs.current_mtu, 1452, "{theirs:?}");
         eb.wait_idle().await;
     })
     .await

@@ -79,6 +79,7 @@ fn finish_activation(root: &Root, newest: &(u64, String)) -> Result<(), AgentErr
 /// The transport tuning for the path the config describes.
 pub fn tuning(cfg: &AgentConfig) -> Tuning {
     Tuning::for_path(cfg.path_bandwidth, Duration::from_millis(cfg.path_rtt_ms))
+        .with_path_mtu(cfg.path_mtu)
 }
 
 /// Starts an agent on an endpoint the caller made (netsim gives each simulated

@@ -43,6 +43,8 @@ pub enum Kind {
     Bool,
     /// A whole number, at least the given minimum.
     Int(i64),
+    /// A path MTU in UDP payload bytes: 0 (unknown) or what QUIC allows.
+    Mtu,
     /// A number greater than zero.
     Seconds,
     Files,
@@ -140,6 +142,12 @@ pub const AGENT: &[Key] = &[
         false,
         "RTT the request window is sized for",
     ),
+    key(
+        "path_mtu",
+        Kind::Mtu,
+        false,
+        "UDP payload bytes every path carries (0: probe)",
+    ),
     key("poll_ms", Kind::Int(50), false, "tracker report interval"),
     key(
         "locality",
@@ -212,6 +220,12 @@ pub const SEED: &[Key] = &[
         Kind::Bool,
         false,
         "serve requests from other datacenters first",
+    ),
+    key(
+        "path_mtu",
+        Kind::Mtu,
+        false,
+        "UDP payload bytes every path carries (0: probe)",
     ),
 ];
 
@@ -367,6 +381,18 @@ fn check_value(v: &toml::Value, s: &Key, key: &str, base: &Path, out: &mut Vec<P
             bad(format!("{n} is below the minimum {min}"))
         }
         (Kind::Int(_), V::Integer(_)) => {}
+        (Kind::Mtu, V::Integer(n))
+            if *n != 0
+                && !(i64::from(shoal_net::INITIAL_MTU)..=i64::from(shoal_net::MAX_MTU))
+                    .contains(n) =>
+        {
+            bad(format!(
+                "{n} is no path MTU: 0 (unknown: probe) or {} to {} bytes of UDP payload",
+                shoal_net::INITIAL_MTU,
+                shoal_net::MAX_MTU
+            ))
+        }
+        (Kind::Mtu, V::Integer(_)) => {}
         (Kind::Seconds, V::Float(x)) if !(*x > 0.0 && x.is_finite()) => {
             bad(format!("{x} must be above 0"))
         }
@@ -424,7 +450,7 @@ fn expected(k: Kind) -> &'static str {
         Kind::Addr => "an address (string)",
         Kind::LoopbackAddr => "a loopback address (string)",
         Kind::Bool => "true or false",
-        Kind::Int(_) => "a whole number",
+        Kind::Int(_) | Kind::Mtu => "a whole number",
         Kind::Seconds => "a number of seconds",
         Kind::Files => "a list of paths",
         Kind::Hooks => "a table",
@@ -499,5 +525,28 @@ command = "x"
         assert!(public[0].contains("not on loopback"), "{public:?}");
         assert!(page("10.1.2.3:80")[0].contains("SSH tunnel"));
         assert!(page("localhost")[0].contains("not an address"));
+    }
+
+    #[test]
+    fn a_path_mtu_is_zero_or_a_size_quic_allows() {
+        let dir = tempfile::tempdir().unwrap();
+        for which in [Which::Agent, Which::Seed] {
+            let mtu = |v: &str| {
+                check(&format!("path_mtu = {v}"), which, dir.path())
+                    .into_iter()
+                    .filter(|p| p.key == "path_mtu")
+                    .map(|p| p.reason)
+                    .collect::<Vec<_>>()
+            };
+            for ok in ["0", "1200", "1452", "9000", "65527"] {
+                assert!(mtu(ok).is_empty(), "{ok}: {:?}", mtu(ok));
+            }
+            for bad in ["1", "1199", "65528", "-1"] {
+                let r = mtu(bad);
+                assert_eq!(r.len(), 1, "{bad}: {r:?}");
+                assert!(r[0].contains("no path MTU"), "{r:?}");
+            }
+            assert!(mtu("\"big\"")[0].contains("a whole number"));
+        }
     }
 }

@@ -50,6 +50,11 @@ pub struct AgentConfig {
     pub path_bandwidth: u64,
     #[serde(default = "default_rtt")]
     pub path_rtt_ms: u64,
+    /// The path MTU as UDP payload bytes (1452 on a 1500-byte Ethernet path
+    /// over IPv6), if every path this host uses carries it: connections
+    /// start at it and probe nothing. 0: start at 1200 and probe once.
+    #[serde(default)]
+    pub path_mtu: u16,
     /// How often to report to the tracker and look for new releases.
     #[serde(default = "default_poll")]
     pub poll_ms: u64,

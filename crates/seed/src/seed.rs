@@ -48,6 +48,10 @@ pub struct SeedConfig {
     /// strategy runs it.
     #[serde(default = "default_locality")]
     pub locality: bool,
+    /// The path MTU as UDP payload bytes, if every path to the agents
+    /// carries it (see the agent's `path_mtu`); 0: probe.
+    #[serde(default)]
+    pub path_mtu: u16,
 }
 
 fn default_slots() -> usize {
@@ -107,7 +111,8 @@ impl Seed {
     /// Starts the tracker and the seed node, and announces every release in the store.
     pub async fn start(cfg: &SeedConfig) -> Result<Seed, SeedError> {
         let identity = Identity::load(&cfg.identity)?;
-        let endpoint = shoal_net::endpoint(&identity, cfg.listen, &Tuning::default())?;
+        let tuning = Tuning::default().with_path_mtu(cfg.path_mtu);
+        let endpoint = shoal_net::endpoint(&identity, cfg.listen, &tuning)?;
         Self::start_on(cfg, endpoint).await
     }
 

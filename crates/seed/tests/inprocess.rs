@@ -32,6 +32,7 @@ fn agent_config(dir: &Path, host: &str, dc: &str, tracker: std::net::SocketAddr)
         reserve: 0,
         path_bandwidth: 125_000_000,
         path_rtt_ms: 1,
+        path_mtu: 0,
         poll_ms: 200,
         locality: true,
         fault_corrupt_uploads: false,
@@ -62,6 +63,7 @@ async fn agents_fetch_from_each_other_and_deltas_cost_only_new_chunks() {
         metrics: None,
         web: None,
         locality: true,
+        path_mtu: 0,
     };
     let seed = Seed::start(&cfg).await.unwrap();
     let src = d.join("src");

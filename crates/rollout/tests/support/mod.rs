@@ -77,6 +77,7 @@ pub fn agent_config(
         reserve: 0,
         path_bandwidth: 125_000_000,
         path_rtt_ms: 1,
+        path_mtu: 0,
         poll_ms: 100,
         locality: true,
         fault_corrupt_uploads: false,
@@ -123,6 +124,7 @@ impl Fleet {
             metrics: None,
             web: None,
             locality: true,
+            path_mtu: 0,
         };
         let cfg = SeedConfig {
             metrics: Some(free_tcp()),
