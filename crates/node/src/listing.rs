@@ -3,7 +3,7 @@
 //! one of them. Shared with netsim's
 //! flow model, which hands the tracker's lists to simulated swarms.
 
-use shoal_proto::{PeerInfo, Role};
+use shoal_proto::{MAX_PEERS, PeerInfo, Role};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SwarmView {
@@ -11,6 +11,12 @@ pub struct SwarmView {
     pub members: Vec<String>,
     /// This host brings chunks into its datacenter.
     pub crosser: bool,
+    /// The list was not cut at [`MAX_PEERS`], so it names every crosser of
+    /// every other datacenter, and so does the list of every crosser of this
+    /// one (their lists differ only in the sample of this datacenter, which
+    /// is taken last): whichever host of this datacenter brings a chunk in
+    /// is connected to every crosser across and tells them itself.
+    pub meshed: bool,
 }
 
 /// `crossers` as the tracker sent them; empty means every listed agent of
@@ -28,6 +34,7 @@ pub fn swarm_view(peers: &[PeerInfo], crossers: &[String], host: &str, dc: &str)
     SwarmView {
         members,
         crosser: crossers.is_empty() || crossers.iter().any(|h| h == host),
+        meshed: peers.len() < MAX_PEERS,
     }
 }
 
@@ -61,5 +68,11 @@ mod tests {
         let not = swarm_view(&peers[1..], &["a1".into()], "a2", "a");
         assert_eq!(not.members, vec!["a1"]);
         assert!(!not.crosser);
+        assert!(all.meshed && some.meshed && not.meshed);
+        let full: Vec<PeerInfo> = (0..MAX_PEERS)
+            .map(|i| peer(&format!("b{i}"), "b", Role::Agent))
+            .collect();
+        assert!(!swarm_view(&full, &[], "a0", "a").meshed);
+        assert!(swarm_view(&full[1..], &[], "a0", "a").meshed);
     }
 }

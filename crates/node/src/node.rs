@@ -514,11 +514,15 @@ impl Node {
             .copied()
     }
 
-    /// Tells every peer that may fetch from us that we hold a chunk: not
-    /// seeds, which hold every chunk and fetch none. Each `Have` is a packet
-    /// the seed must acknowledge, on the uplink that bounds the transfer.
-    pub(crate) fn broadcast_have(&self, msg: Msg) {
-        self.send_control(msg, |p| p.role != Role::Seed);
+    /// Tells the peers that may fetch from us that we hold a chunk: those of
+    /// this datacenter, and those across only if `across` (see
+    /// `Action::Have`). Never seeds, which hold every chunk and fetch none:
+    /// each `Have` is a packet the seed must acknowledge, on the uplink that
+    /// bounds the transfer.
+    pub(crate) fn broadcast_have(&self, msg: Msg, across: bool) {
+        self.send_control(msg, |p| {
+            p.role != Role::Seed && (across || p.dc == self.opts.dc)
+        });
     }
 
     /// Tells the peers of this datacenter, at once, whether this host is

@@ -184,10 +184,13 @@ async fn run(
                     let host = node.peer(peer).map(|p| p.host.clone()).unwrap_or_default();
                     tracing::warn!(peer = %host, %reason, "peer banned from this swarm");
                 }
-                Action::Have { chunk } => node.broadcast_have(Msg::Have {
-                    id,
-                    chunks: vec![chunk],
-                }),
+                Action::Have { chunk, across } => node.broadcast_have(
+                    Msg::Have {
+                        id,
+                        chunks: vec![chunk],
+                    },
+                    across,
+                ),
                 Action::Tell { peer, chunk } => node.tell_now(
                     peer,
                     Msg::Have {
@@ -300,6 +303,7 @@ impl Apply<'_> {
             SessionEvent::Members(view) => {
                 swarm.set_members(view.members.iter().map(String::as_str));
                 swarm.set_crosser(view.crosser);
+                swarm.set_meshed(view.meshed);
             }
             SessionEvent::Started { peer, chunk } => {
                 swarm.on_started(self.node.now(), peer, chunk);

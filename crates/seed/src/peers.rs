@@ -18,8 +18,10 @@ use shoal_proto::Role;
 use shoal_swarm::{host_key, mix, release_rank as rank};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Peers handed out per request.
-pub const PEER_LIST: usize = 64;
+/// Peers handed out per request (a list shorter than this holds every
+/// crosser of the other datacenters: agents rely on that, see
+/// `shoal_node::listing::SwarmView::meshed`).
+pub const PEER_LIST: usize = shoal_proto::MAX_PEERS;
 /// Hosts per datacenter that bring a release's chunks into it. Enough to fill
 /// a datacenter's WAN link with host-sized downlinks, few enough that each
 /// fits in every local host's list next to a sample of the others.
@@ -269,6 +271,49 @@ mod tests {
             assert_eq!(l.crossers.len(), 16);
             assert!(l.crossers.contains(&h.host));
         }
+    }
+
+    /// What `SwarmView::meshed` relies on: a crosser's list shorter than
+    /// `PEER_LIST` names every crosser of every other datacenter, and then
+    /// so does the list of every crosser of its datacenter.
+    #[test]
+    fn a_short_list_names_every_crosser_across_and_its_datacenter_agrees() {
+        let mut meshed_fleets = 0;
+        for (dcs, per_dc) in [
+            (3, 16),
+            (2, 40),
+            (3, 20),
+            (4, 12),
+            (5, 16),
+            (10, 100),
+            (2, 1),
+        ] {
+            let r = Roster::new(fleet(dcs, per_dc), &"rel");
+            let mut short_by_dc: BTreeMap<String, BTreeSet<bool>> = BTreeMap::new();
+            for i in 1..r.len() {
+                let h = r.host(i).clone();
+                let l = r.list(&h.host, &h.dc, &PeerPolicy::Swarm, 0);
+                if !l.crossers.contains(&h.host) {
+                    continue;
+                }
+                let short = l.peers.len() < PEER_LIST;
+                short_by_dc.entry(h.dc.clone()).or_default().insert(short);
+                if short {
+                    for d in (0..dcs).map(|d| format!("dc{d}")).filter(|d| *d != h.dc) {
+                        for &c in r.crossers(&d) {
+                            assert!(l.peers.contains(&c), "{} misses {}", h.host, r.host(c).host);
+                        }
+                    }
+                }
+            }
+            for (dc, v) in &short_by_dc {
+                assert_eq!(v.len(), 1, "{dcs}x{per_dc}: crossers of {dc} disagree");
+            }
+            meshed_fleets += usize::from(short_by_dc.values().all(|v| v.contains(&true)));
+        }
+        // Up to 3 x 20 hosts every crosser's list is short; at 5 x 16 the
+        // 64 crossers across no longer fit, nor at 10 x 100.
+        assert_eq!(meshed_fleets, 5);
     }
 
     #[test]

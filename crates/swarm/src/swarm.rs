@@ -106,9 +106,17 @@ pub enum Action {
         peer: PeerId,
         reason: String,
     },
-    /// Tell every peer we now hold this chunk.
+    /// Tell the peers we now hold this chunk: those of this datacenter
+    /// always, those across only if `across`.
     Have {
         chunk: ChunkIx,
+        /// False only for a chunk fetched from a neighbour when the swarm
+        /// is meshed (see `Swarm::set_meshed`): the chunk was already here,
+        /// and whoever brought it told every crosser across. They fetch
+        /// each chunk across once, from one holder, so a second holder's
+        /// word is bytes on the boundary for nothing (on packet `3dc-48`,
+        /// 0.025 F into each remote datacenter).
+        across: bool,
     },
     /// Tell this peer at once, not with the next batch of `Have`s: it is the
     /// host of another datacenter most likely to bring `chunk` across, and
@@ -213,6 +221,9 @@ pub struct Swarm {
     /// This host may bring chunks into its datacenter (the tracker names a
     /// few crossers per datacenter; in a small one, every host).
     crosser: bool,
+    /// Whoever brings a chunk into this datacenter is connected to every
+    /// crosser across (see `set_meshed`).
+    meshed: bool,
     /// The other datacenters with an agent that showed progress within the
     /// patience, as of the last `schedule`: the homes chunks may have.
     live_dcs: Vec<u64>,
@@ -362,6 +373,7 @@ impl Swarm {
             members_known: false,
             born: None,
             crosser: true,
+            meshed: false,
             live_dcs: Vec::new(),
             progress_fresh: false,
             paused_until: Duration::ZERO,
@@ -503,6 +515,17 @@ impl Swarm {
         }
     }
 
+    /// Whether the host that brings a chunk into this datacenter is
+    /// connected to every crosser of the others (the tracker's list had room
+    /// for them all). Then a chunk fetched from a neighbour is announced to
+    /// this datacenter only: its bringer told the others (`Action::Have`).
+    /// Not known (the default): every chunk is announced across too, as in
+    /// a large fleet a crosser across may hear of a chunk here only from a
+    /// host that did not bring it.
+    pub fn set_meshed(&mut self, yes: bool) {
+        self.meshed = yes;
+    }
+
     /// A peer's full set of chunks (sent once, when the swarm opens).
     pub fn peer_bitfield(&mut self, id: PeerId, has: impl Fn(usize) -> bool) {
         let Some(slot) = self.peers.slot(id) else {
@@ -596,7 +619,10 @@ impl Swarm {
                 enqueue(slot, p, &mut self.candidates);
             }
         }
-        let local = self.peers.by_id(peer).is_none_or(|p| p.local);
+        let (local, from_seed) = self
+            .peers
+            .by_id(peer)
+            .map_or((true, false), |p| (p.local, p.seed));
         if !self.have.set(chunk as usize) {
             self.stats.duplicates += 1;
             return;
@@ -627,7 +653,10 @@ impl Swarm {
                 self.actions.push_back(Action::Cancel { peer: p, chunk });
             }
         }
-        self.actions.push_back(Action::Have { chunk });
+        self.actions.push_back(Action::Have {
+            chunk,
+            across: !(self.cfg.locality && self.meshed && local && !from_seed),
+        });
         if fresh && self.cfg.locality {
             self.tell_crossers(chunk);
         }

@@ -122,9 +122,9 @@ impl Net {
                                 self.in_flight.push((round + delay, p, i, chunk, good));
                             }
                         }
-                        Action::Have { chunk } => {
+                        Action::Have { chunk, across } => {
                             for j in 1..self.swarms.len() {
-                                if j != i {
+                                if j != i && (across || self.dcs[j] == self.dcs[i]) {
                                     self.swarms[j].as_mut().unwrap().peer_have(i as u64, chunk);
                                 }
                             }
@@ -751,6 +751,65 @@ fn a_pause_cancels_what_is_in_flight_asks_nothing_and_keeps_every_peer() {
 /// agent in each other datacenter, the one ranked highest for it there, so
 /// that datacenter need not wait for the batched `Have`s; a chunk an agent
 /// already held is left to the batch.
+#[test]
+fn a_chunk_from_a_neighbour_is_announced_across_only_when_its_bringer_reached_every_crosser() {
+    let chunks = 3;
+    for (locality, meshed) in [(true, false), (true, true), (false, true)] {
+        let cfg = Config {
+            dc: "a".into(),
+            locality,
+            ..Config::default()
+        };
+        let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
+        s.set_members([]);
+        s.set_meshed(meshed);
+        s.add_peer(1, "seed", "a", true);
+        s.peer_bitfield(1, |_| true);
+        s.add_peer(2, "neighbour", "a", false);
+        s.peer_bitfield(2, |i| i == 0);
+        s.add_peer(3, "b1", "b", false);
+        s.peer_bitfield(3, |i| i == 1);
+        // Chunk 0 from the neighbour, 1 from across, 2 from the seed.
+        for (peer, chunk) in [(2, 0), (3, 1), (1, 2)] {
+            s.on_piece(Duration::ZERO, peer, chunk, true);
+        }
+        let across: Vec<(u32, bool)> = std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Have { chunk, across } => Some((chunk, across)),
+                _ => None,
+            })
+            .collect();
+        let neighbours_only = locality && meshed;
+        assert_eq!(
+            across,
+            vec![(0, !neighbours_only), (1, true), (2, true)],
+            "locality {locality}, meshed {meshed}"
+        );
+    }
+}
+
+#[test]
+fn a_meshed_swarm_completes_and_still_brings_each_chunk_in_about_once() {
+    // Every host here lists every other, so each bringer reaches every
+    // crosser across and the others tell only their neighbours.
+    let (agents, dcs, chunks) = (24, 3, 200);
+    let cfg = Config {
+        window: 4,
+        local_window: 4,
+        seed_window: 4,
+        cross_dc_patience: Duration::from_secs(2),
+        ..Config::default()
+    };
+    let mut net = Net::new(agents, dcs, chunks, &cfg);
+    for s in net.swarms.iter_mut().flatten() {
+        s.set_meshed(true);
+    }
+    let rounds = net.run(5_000, 4);
+    assert!(rounds < 5_000, "did not complete");
+    let ratio = net.max_crossing_ratio(dcs, chunks);
+    assert!(ratio <= 1.1, "{ratio} copies into the worst remote dc");
+}
+
 #[test]
 fn a_fresh_chunk_is_told_at_once_to_each_other_datacenter() {
     let chunks = 64;

@@ -657,6 +657,7 @@ impl<'a> Sim<'a> {
             let s = self.swarms[x].as_mut().expect("a target has a swarm");
             s.set_members(view.members.iter().map(String::as_str));
             s.set_crosser(view.crosser);
+            s.set_meshed(view.meshed);
             for &p in &listing.peers {
                 let key = (x.min(p), x.max(p));
                 if connected.insert(key) {
@@ -978,9 +979,13 @@ impl<'a> Sim<'a> {
                 let to = peer as usize;
                 self.push(now + self.lat(x, to), Kind::Cancel { from: x, to, chunk });
             }
-            Action::Have { chunk } => {
+            Action::Have { chunk, across } => {
                 self.have[x].set(chunk as usize);
-                let mut dcs: Vec<usize> = self.peers[x].iter().map(|&p| self.dc[p]).collect();
+                let mut dcs: Vec<usize> = self.peers[x]
+                    .iter()
+                    .map(|&p| self.dc[p])
+                    .filter(|&d| across || d == self.dc[x])
+                    .collect();
                 dcs.sort_unstable();
                 dcs.dedup();
                 for d in dcs {
