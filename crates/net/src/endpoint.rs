@@ -40,6 +40,9 @@ pub fn bind_socket(listen: SocketAddr, buffer: usize) -> Result<UdpSocket, NetEr
     Ok(socket)
 }
 
+/// quinn's default largest UDP payload accepted from peers.
+const QUINN_MAX_UDP_PAYLOAD: u16 = 1472;
+
 /// An endpoint for `id` over a caller-supplied socket (a simulated network, say).
 /// Must be called inside a tokio runtime.
 pub fn endpoint_with_socket(
@@ -54,13 +57,16 @@ pub fn endpoint_with_socket(
     let mut client = quinn::ClientConfig::new(id.client_crypto());
     client.transport_config(transport);
     let addr = socket.local_addr().ok();
-    let mut ep = quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )
-    .map_err(|source| NetError::Socket {
+    let mut config = quinn::EndpointConfig::default();
+    // What peers may send us: quinn's default is 1472 bytes (a 1500-byte
+    // Ethernet path over IPv4), and a peer's packets never exceed it.
+    if let Some(m) = tuning.path_mtu.filter(|&m| m > QUINN_MAX_UDP_PAYLOAD) {
+        config
+            .max_udp_payload_size(m)
+            .map_err(|e| NetError::Config(format!("path MTU {m}: {e}")))?;
+    }
+    let mut ep = quinn::Endpoint::new_with_abstract_socket(config, Some(server), socket, runtime)
+        .map_err(|source| NetError::Socket {
         addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
         cause: source,
     })?;

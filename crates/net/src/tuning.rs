@@ -134,14 +134,18 @@ impl Tuning {
         // A known path MTU is where connections start, with nothing above it
         // to probe: the probe and the packets of 1200 bytes sent before it
         // returns (1% of the seed's upload in the 48-host simulation) are
-        // saved. Discovery stays on for its black-hole detection: if the
-        // path drops packets of that size after all, quinn falls back to 1200.
+        // saved. If the path drops packets of that size after all, quinn's
+        // black-hole detection falls back to 1200; discovery stays on so
+        // that one probe, straight at the known size, tries it again after
+        // quinn's cooldown. (The endpoint accepts packets of that size:
+        // `endpoint_with_socket`.)
         let (start, top) = match self.path_mtu {
             Some(m) => (m, m),
             None => (INITIAL_MTU, MTU_PROBE),
         };
         let mut mtu = quinn::MtuDiscoveryConfig::default();
-        mtu.upper_bound(top).minimum_change(MTU_PROBE - INITIAL_MTU);
+        mtu.upper_bound(top)
+            .minimum_change((top - INITIAL_MTU).max(1));
         t.initial_mtu(start).mtu_discovery_config(Some(mtu));
         Ok(t)
     }

@@ -11,11 +11,13 @@ pub struct SwarmView {
     pub members: Vec<String>,
     /// This host brings chunks into its datacenter.
     pub crosser: bool,
-    /// The list was not cut at [`MAX_PEERS`], so it names every crosser of
-    /// every other datacenter, and so does the list of every crosser of this
-    /// one (their lists differ only in the sample of this datacenter, which
-    /// is taken last): whichever host of this datacenter brings a chunk in
-    /// is connected to every crosser across and tells them itself.
+    /// This host is a crosser and its list was not cut at [`MAX_PEERS`], so
+    /// it names every crosser of every other datacenter, and so does the
+    /// list every crosser of this one gets from the same roster (their
+    /// lists differ only in the sample of this datacenter, taken last):
+    /// whichever host of this datacenter brings a chunk in is connected to
+    /// every crosser across and tells them itself. (A host that is no
+    /// crosser gets a short list of its own datacenter: it says nothing.)
     pub meshed: bool,
 }
 
@@ -31,10 +33,11 @@ pub fn swarm_view(peers: &[PeerInfo], crossers: &[String], host: &str, dc: &str)
     } else {
         crossers.iter().filter(|h| *h != host).cloned().collect()
     };
+    let crosser = crossers.is_empty() || crossers.iter().any(|h| h == host);
     SwarmView {
         members,
-        crosser: crossers.is_empty() || crossers.iter().any(|h| h == host),
-        meshed: peers.len() < MAX_PEERS,
+        crosser,
+        meshed: crosser && peers.len() < MAX_PEERS,
     }
 }
 
@@ -68,7 +71,9 @@ mod tests {
         let not = swarm_view(&peers[1..], &["a1".into()], "a2", "a");
         assert_eq!(not.members, vec!["a1"]);
         assert!(!not.crosser);
-        assert!(all.meshed && some.meshed && not.meshed);
+        assert!(all.meshed && some.meshed);
+        // A host that is no crosser has a short list of its own datacenter.
+        assert!(!not.meshed);
         let full: Vec<PeerInfo> = (0..MAX_PEERS)
             .map(|i| peer(&format!("b{i}"), "b", Role::Agent))
             .collect();

@@ -15,8 +15,9 @@ pub mod checks;
 pub const PROTOCOL_VERSION: u32 = 9;
 /// Control messages: bitfields of up to ~8 million chunks, peer lists, status.
 pub const MAX_CONTROL: usize = 1 << 20;
-/// Peers a tracker lists at most in one `Peers` answer. A shorter list is
-/// all the tracker had room for: every crosser of every other datacenter.
+/// Peers a tracker lists at most in one `Peers` answer. A crosser's list
+/// shorter than this was not cut: it names every crosser of every other
+/// datacenter.
 pub const MAX_PEERS: usize = 64;
 /// A chunk's compressed bytes (the largest chunk's zstd bound) plus headers.
 pub const MAX_PIECE: usize = 4 << 20 | 64 << 10;

@@ -273,24 +273,49 @@ mod tests {
         }
     }
 
+    /// A fleet of datacenters of the given sizes, with `seeds` seeds in dc0.
+    fn mixed(sizes: &[usize], seeds: usize) -> Vec<Candidate> {
+        let mut v: Vec<Candidate> = (0..seeds)
+            .map(|s| Candidate {
+                host: format!("seed{s}"),
+                dc: "dc0".into(),
+                role: Role::Seed,
+            })
+            .collect();
+        for (d, &n) in sizes.iter().enumerate() {
+            for h in 0..n {
+                v.push(Candidate {
+                    host: format!("dc{d}-{h:04}"),
+                    dc: format!("dc{d}"),
+                    role: Role::Agent,
+                });
+            }
+        }
+        v
+    }
+
     /// What `SwarmView::meshed` relies on: a crosser's list shorter than
     /// `PEER_LIST` names every crosser of every other datacenter, and then
     /// so does the list of every crosser of its datacenter.
     #[test]
     fn a_short_list_names_every_crosser_across_and_its_datacenter_agrees() {
-        let mut meshed_fleets = 0;
-        for (dcs, per_dc) in [
-            (3, 16),
-            (2, 40),
-            (3, 20),
-            (4, 12),
-            (5, 16),
-            (10, 100),
-            (2, 1),
-        ] {
-            let r = Roster::new(fleet(dcs, per_dc), &"rel");
+        let fleets: [(&[usize], usize); 10] = [
+            (&[16, 16, 16], 1),
+            (&[40, 40], 1),
+            (&[20, 20, 20], 1),
+            (&[12, 12, 12, 12], 1),
+            (&[16, 16, 16, 16, 16], 1),
+            (&[100; 10], 1),
+            (&[1, 1], 1),
+            (&[3, 200, 20], 2),
+            (&[16, 2, 30], 2),
+            (&[5, 5, 5, 5, 5, 5, 5, 5], 1),
+        ];
+        let mut meshed = Vec::new();
+        for (sizes, seeds) in fleets {
+            let r = Roster::new(mixed(sizes, seeds), &"rel");
             let mut short_by_dc: BTreeMap<String, BTreeSet<bool>> = BTreeMap::new();
-            for i in 1..r.len() {
+            for i in seeds..r.len() {
                 let h = r.host(i).clone();
                 let l = r.list(&h.host, &h.dc, &PeerPolicy::Swarm, 0);
                 if !l.crossers.contains(&h.host) {
@@ -299,7 +324,8 @@ mod tests {
                 let short = l.peers.len() < PEER_LIST;
                 short_by_dc.entry(h.dc.clone()).or_default().insert(short);
                 if short {
-                    for d in (0..dcs).map(|d| format!("dc{d}")).filter(|d| *d != h.dc) {
+                    let dcs = (0..sizes.len()).map(|d| format!("dc{d}"));
+                    for d in dcs.filter(|d| *d != h.dc) {
                         for &c in r.crossers(&d) {
                             assert!(l.peers.contains(&c), "{} misses {}", h.host, r.host(c).host);
                         }
@@ -307,13 +333,19 @@ mod tests {
                 }
             }
             for (dc, v) in &short_by_dc {
-                assert_eq!(v.len(), 1, "{dcs}x{per_dc}: crossers of {dc} disagree");
+                assert_eq!(v.len(), 1, "{sizes:?}: crossers of {dc} disagree");
             }
-            meshed_fleets += usize::from(short_by_dc.values().all(|v| v.contains(&true)));
+            meshed.push(short_by_dc.values().all(|v| v.contains(&true)));
         }
-        // Up to 3 x 20 hosts every crosser's list is short; at 5 x 16 the
-        // 64 crossers across no longer fit, nor at 10 x 100.
-        assert_eq!(meshed_fleets, 5);
+        // Every crosser's list is short up to 3 x 20 (and 4 x 12, 8 x 5);
+        // the 64 crossers across no longer fit at 5 x 16, nor at 10 x 100.
+        // With 200 hosts beside a datacenter, its crossers' lists are full.
+        assert_eq!(
+            meshed,
+            [
+                true, true, true, true, false, false, true, false, true, true
+            ]
+        );
     }
 
     #[test]

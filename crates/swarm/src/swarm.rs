@@ -110,8 +110,9 @@ pub enum Action {
     /// always, those across only if `across`.
     Have {
         chunk: ChunkIx,
-        /// False only for a chunk fetched from a neighbour when the swarm
-        /// is meshed (see `Swarm::set_meshed`): the chunk was already here,
+        /// False only for a chunk fetched from a neighbour (an agent of this
+        /// datacenter) when locality is on and the swarm is meshed (see
+        /// `Swarm::set_meshed`): the chunk was already here,
         /// and whoever brought it told every crosser across. They fetch
         /// each chunk across once, from one holder, so a second holder's
         /// word is bytes on the boundary for nothing (on packet `3dc-48`,
@@ -224,6 +225,11 @@ pub struct Swarm {
     /// Whoever brings a chunk into this datacenter is connected to every
     /// crosser across (see `set_meshed`).
     meshed: bool,
+    /// Chunks announced to this datacenter only, because their bringer told
+    /// the others: told across after all if a neighbour (perhaps that
+    /// bringer, before its batch went out) leaves or the swarm stops being
+    /// meshed (see `tell_untold_across`).
+    untold_across: Vec<ChunkIx>,
     /// The other datacenters with an agent that showed progress within the
     /// patience, as of the last `schedule`: the homes chunks may have.
     live_dcs: Vec<u64>,
@@ -374,6 +380,7 @@ impl Swarm {
             born: None,
             crosser: true,
             meshed: false,
+            untold_across: Vec::new(),
             live_dcs: Vec::new(),
             progress_fresh: false,
             paused_until: Duration::ZERO,
@@ -524,6 +531,29 @@ impl Swarm {
     /// host that did not bring it.
     pub fn set_meshed(&mut self, yes: bool) {
         self.meshed = yes;
+        if !yes {
+            self.tell_untold_across(None);
+        }
+    }
+
+    /// Announces across the chunks that were announced only here, of those
+    /// `gone` held (all if None). A neighbour left (dead, cut off, banned):
+    /// if it was a chunk's bringer, its word may not have gone out (`Have`s
+    /// across wait for a batch of seconds), and the other datacenters would
+    /// know of no holder here.
+    fn tell_untold_across(&mut self, gone: Option<&BitSet>) {
+        let mut keep = Vec::new();
+        for chunk in std::mem::take(&mut self.untold_across) {
+            if gone.is_some_and(|h| !h.get(chunk as usize)) {
+                keep.push(chunk);
+                continue;
+            }
+            self.actions.push_back(Action::Have {
+                chunk,
+                across: true,
+            });
+        }
+        self.untold_across = keep;
     }
 
     /// A peer's full set of chunks (sent once, when the swarm opens).
@@ -588,6 +618,10 @@ impl Swarm {
             self.candidates.retain(|&s| s != slot);
             self.idle.clear(slot as usize);
             self.snoozed.retain(|&(_, s)| s != slot);
+            // Not for a connection that another to the same host replaced.
+            if p.local && !p.seed && !self.peers.values().any(|q| q.key == p.key) {
+                self.tell_untold_across(Some(&p.have));
+            }
         }
         self.wake_all();
     }
@@ -619,10 +653,11 @@ impl Swarm {
                 enqueue(slot, p, &mut self.candidates);
             }
         }
-        let (local, from_seed) = self
-            .peers
-            .by_id(peer)
-            .map_or((true, false), |p| (p.local, p.seed));
+        let local = self.peers.by_id(peer).is_none_or(|p| p.local);
+        // From an agent of this datacenter that is still here; a piece from
+        // a peer already gone (its connection closed as the piece was
+        // stored) is announced across, as its source is not known.
+        let from_neighbour = self.peers.by_id(peer).is_some_and(|p| p.local && !p.seed);
         if !self.have.set(chunk as usize) {
             self.stats.duplicates += 1;
             return;
@@ -653,10 +688,11 @@ impl Swarm {
                 self.actions.push_back(Action::Cancel { peer: p, chunk });
             }
         }
-        self.actions.push_back(Action::Have {
-            chunk,
-            across: !(self.cfg.locality && self.meshed && local && !from_seed),
-        });
+        let across = !(self.cfg.locality && self.meshed && from_neighbour);
+        if !across {
+            self.untold_across.push(chunk);
+        }
+        self.actions.push_back(Action::Have { chunk, across });
         if fresh && self.cfg.locality {
             self.tell_crossers(chunk);
         }
@@ -773,6 +809,9 @@ impl Swarm {
         self.forget(&held, local, seed);
         self.drop_peer_requests(peer, true);
         self.actions.push_back(Action::Ban { peer, reason });
+        if local && !seed {
+            self.tell_untold_across(Some(&held));
+        }
         self.wake_all();
     }
 
