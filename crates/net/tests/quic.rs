@@ -438,20 +438,26 @@ async fn endpoint_outside_runtime_is_an_error() {
     assert!(matches!(r, Some(NetError::NoRuntime)), "{r:?}");
 }
 
+/// Accepts one connection and echoes the messages of its first stream;
+/// returns the connection's path stats once the stream ends.
+async fn echo_once(ep: quinn::Endpoint) -> quinn::PathStats {
+    let conn = ep.accept().await.unwrap().await.unwrap();
+    let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+    while let Ok(Some(m)) = recv_msg(&mut recv, MAX_CONTROL).await {
+        send_msg(&mut send, &m).await.unwrap();
+    }
+    let stats = conn.stats().path;
+    conn.closed().await;
+    stats
+}
+
 #[tokio::test]
 async fn a_connection_probes_the_path_mtu_once() {
     // Loopback carries any size, so the one probe, at 1452 bytes, succeeds.
     timeout(LIMIT, async {
         let (_c, ea, eb) = two_hosts();
         let addr = ea.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let conn = ea.accept().await.unwrap().await.unwrap();
-            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
-            while let Ok(Some(m)) = recv_msg(&mut recv, MAX_CONTROL).await {
-                send_msg(&mut send, &m).await.unwrap();
-            }
-            conn.closed().await;
-        });
+        let server = tokio::spawn(echo_once(ea));
         let conn = connect(&eb, addr, "a.test").await.unwrap();
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         // Talk until the probe is answered (a few round trips on loopback).
@@ -485,16 +491,7 @@ async fn a_known_path_mtu_is_used_from_the_first_packet_without_a_probe() {
         timeout(LIMIT, async {
             let (_c, ea, eb) = two_hosts_with(&Tuning::default().with_path_mtu(known));
             let addr = ea.local_addr().unwrap();
-            let server = tokio::spawn(async move {
-                let conn = ea.accept().await.unwrap().await.unwrap();
-                let (mut send, mut recv) = conn.accept_bi().await.unwrap();
-                while let Ok(Some(m)) = recv_msg(&mut recv, MAX_CONTROL).await {
-                    send_msg(&mut send, &m).await.unwrap();
-                }
-                let stats = conn.stats().path;
-                conn.closed().await;
-                stats
-            });
+            let server = tokio::spawn(echo_once(ea));
             let conn = connect(&eb, addr, "a.test").await.unwrap();
             assert_eq!(conn.stats().path.current_mtu, known);
             let (mut send, mut recv) = conn.open_bi().await.unwrap();

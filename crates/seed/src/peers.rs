@@ -243,21 +243,7 @@ mod tests {
     use super::*;
 
     fn fleet(dcs: usize, per_dc: usize) -> Vec<Candidate> {
-        let mut v = vec![Candidate {
-            host: "seed".into(),
-            dc: "dc0".into(),
-            role: Role::Seed,
-        }];
-        for d in 0..dcs {
-            for h in 0..per_dc {
-                v.push(Candidate {
-                    host: format!("dc{d}-{h:04}"),
-                    dc: format!("dc{d}"),
-                    role: Role::Agent,
-                });
-            }
-        }
-        v
+        mixed(&vec![per_dc; dcs], 1)
     }
 
     #[test]

@@ -161,16 +161,21 @@ impl Net {
     }
 }
 
-#[test]
-fn locality_brings_each_chunk_into_each_datacenter_about_once() {
-    let (agents, dcs, chunks) = (24, 3, 200);
-    let cfg = Config {
+/// Windows of 4 and a 2 s patience: what the round net's runs use.
+fn small_windows() -> Config {
+    Config {
         window: 4,
         local_window: 4,
         seed_window: 4,
         cross_dc_patience: Duration::from_secs(2),
         ..Config::default()
-    };
+    }
+}
+
+#[test]
+fn locality_brings_each_chunk_into_each_datacenter_about_once() {
+    let (agents, dcs, chunks) = (24, 3, 200);
+    let cfg = small_windows();
     let mut net = Net::new(agents, dcs, chunks, &cfg);
     let rounds = net.run(5_000, 4);
     assert!(rounds < 5_000, "did not complete");
@@ -837,13 +842,7 @@ fn a_meshed_swarm_completes_and_still_brings_each_chunk_in_about_once() {
     // Every host here lists every other, so each bringer reaches every
     // crosser across and the others tell only their neighbours.
     let (agents, dcs, chunks) = (24, 3, 200);
-    let cfg = Config {
-        window: 4,
-        local_window: 4,
-        seed_window: 4,
-        cross_dc_patience: Duration::from_secs(2),
-        ..Config::default()
-    };
+    let cfg = small_windows();
     let mut plain = Net::new(agents, dcs, chunks, &cfg);
     assert!(plain.run(5_000, 4) < 5_000, "did not complete");
     let mut net = Net::new(agents, dcs, chunks, &cfg);
