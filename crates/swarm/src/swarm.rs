@@ -653,11 +653,12 @@ impl Swarm {
                 enqueue(slot, p, &mut self.candidates);
             }
         }
-        let local = self.peers.by_id(peer).is_none_or(|p| p.local);
+        let from = self.peers.by_id(peer);
+        let local = from.is_none_or(|p| p.local);
         // From an agent of this datacenter that is still here; a piece from
         // a peer already gone (its connection closed as the piece was
         // stored) is announced across, as its source is not known.
-        let from_neighbour = self.peers.by_id(peer).is_some_and(|p| p.local && !p.seed);
+        let from_neighbour = from.is_some_and(|p| p.local && !p.seed);
         if !self.have.set(chunk as usize) {
             self.stats.duplicates += 1;
             return;
