@@ -93,6 +93,9 @@ pub struct DcStats {
     /// Of those, in datagrams shorter than [`SMALL_DATAGRAM`]: acknowledgements
     /// and control messages rather than chunk data.
     pub wan_in_small_bytes: u64,
+    /// Of those, in datagrams that start with a QUIC long header: the
+    /// handshakes of connections into or out of the datacenter.
+    pub wan_in_handshake_bytes: u64,
     /// Passed through its outbound WAN link.
     pub wan_out_bytes: u64,
     /// Dropped at the inbound / outbound WAN link (full queue or cut).
@@ -179,6 +182,7 @@ impl Network {
                 .map(|d| DcStats {
                     wan_in_bytes: d.wan_in_bytes.load(Relaxed),
                     wan_in_small_bytes: d.wan_in_small_bytes.load(Relaxed),
+                    wan_in_handshake_bytes: d.wan_in_handshake_bytes.load(Relaxed),
                     wan_out_bytes: d.wan_out_bytes.load(Relaxed),
                     wan_in_dropped: d.wan_in_dropped.load(Relaxed),
                     wan_out_dropped: d.wan_out_dropped.load(Relaxed),
@@ -317,6 +321,7 @@ struct DcShared {
     cut: AtomicBool,
     wan_in_bytes: AtomicU64,
     wan_in_small_bytes: AtomicU64,
+    wan_in_handshake_bytes: AtomicU64,
     wan_out_bytes: AtomicU64,
     wan_in_dropped: AtomicU64,
     wan_out_dropped: AtomicU64,
@@ -817,7 +822,13 @@ impl Shared {
                     return eng.release(slot);
                 };
                 dc.wan_in_bytes.fetch_add(len as u64, Relaxed);
-                if len < SMALL_DATAGRAM {
+                // A long header (first bit set) is used only until a
+                // connection's handshake is done (RFC 9000, 17.2); a
+                // datagram starting with one may carry a short-header
+                // packet after it, which is counted with it.
+                if eng.slab[slot as usize].data.first().is_some_and(|b| b & 0x80 != 0) {
+                    dc.wan_in_handshake_bytes.fetch_add(len as u64, Relaxed);
+                } else if len < SMALL_DATAGRAM {
                     dc.wan_in_small_bytes.fetch_add(len as u64, Relaxed);
                 }
                 eng.push(done, slot, Stage::Down);

@@ -55,6 +55,10 @@ pub struct StrategyResult {
     pub cross_dc_bytes_in: BTreeMap<String, u64>,
     /// Bytes into each datacenter / F.
     pub cross_dc_ratio: BTreeMap<String, f64>,
+    /// What carried the bytes into each datacenter (packet-level runs; empty
+    /// for the flow model, which has no datagrams).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cross_dc_in_parts: BTreeMap<String, CrossParts>,
     pub per_dc: Vec<DcResult>,
     pub per_host: Vec<HostResult>,
     pub time_limit_s: f64,
@@ -80,6 +84,32 @@ pub struct StrategyResult {
     pub rollback_hosts_back: Option<usize>,
     #[serde(default)]
     pub rollback_error: Option<String>,
+}
+
+/// The bytes that entered a datacenter, by the kind of datagram that
+/// carried them: where the bytes above F go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrossParts {
+    /// Datagrams opening with a QUIC long header: connection handshakes.
+    pub handshake_bytes: u64,
+    /// Other datagrams under [`crate::net::SMALL_DATAGRAM`] bytes:
+    /// acknowledgements, `Have`s, requests, keep-alives.
+    pub control_bytes: u64,
+    /// The rest: full-sized packets of chunks and manifests, their QUIC
+    /// framing and their retransmissions.
+    pub data_bytes: u64,
+}
+
+impl CrossParts {
+    pub(crate) fn of(d: &crate::net::DcStats) -> CrossParts {
+        CrossParts {
+            handshake_bytes: d.wan_in_handshake_bytes,
+            control_bytes: d.wan_in_small_bytes,
+            data_bytes: d
+                .wan_in_bytes
+                .saturating_sub(d.wan_in_handshake_bytes + d.wan_in_small_bytes),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -195,6 +225,7 @@ impl Report {
         if !self.strategies.is_empty() {
             self.write_strategies(out)?;
             self.write_per_dc(out)?;
+            self.write_cross_parts(out)?;
         }
         if let Some(d) = &self.delta {
             writeln!(out)?;
@@ -344,6 +375,42 @@ impl Report {
             }
         }
         Ok(())
+    }
+
+    /// What carried the bytes into each datacenter, as multiples of F:
+    /// where the bytes above the release go (packet-level runs only).
+    fn write_cross_parts(&self, out: &mut String) -> std::fmt::Result {
+        let f = self.bundle_bytes;
+        let mut dcs: Vec<&str> = Vec::new();
+        for d in self.strategies.iter().flat_map(|s| s.cross_dc_in_parts.keys()) {
+            if !dcs.contains(&d.as_str()) {
+                dcs.push(d);
+            }
+        }
+        if dcs.is_empty() || f == 0 {
+            return Ok(());
+        }
+        let mut header = vec!["into DC (xF): data + control + handshakes".to_string()];
+        header.extend(dcs.iter().map(|d| d.to_string()));
+        let mut rows = vec![header];
+        let x = |b: u64| format!("{:.3}", b as f64 / f as f64);
+        for s in self.strategies.iter().filter(|s| !s.cross_dc_in_parts.is_empty()) {
+            let mut row = vec![s.strategy.clone()];
+            for dc in &dcs {
+                row.push(match s.cross_dc_in_parts.get(*dc) {
+                    None => "-".into(),
+                    Some(p) => format!(
+                        "{} + {} + {}",
+                        x(p.data_bytes),
+                        x(p.control_bytes),
+                        x(p.handshake_bytes)
+                    ),
+                });
+            }
+            rows.push(row);
+        }
+        writeln!(out)?;
+        write_grid(out, &rows)
     }
 
     fn write_per_dc(&self, out: &mut String) -> std::fmt::Result {
@@ -617,6 +684,52 @@ mod tests {
         ] {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
+    }
+
+    #[test]
+    fn bytes_into_a_datacenter_are_broken_down_by_what_carried_them() {
+        let mut r = report();
+        // A flow-model report has no breakdown: no line, no JSON key.
+        let t = r.render_table();
+        assert!(!t.contains("handshakes"), "{t}");
+        assert!(!r.to_json().contains("cross_dc_in_parts"));
+
+        let parts = CrossParts::of(&crate::net::DcStats {
+            wan_in_bytes: 110 * MIB,
+            wan_in_small_bytes: 6 * MIB,
+            wan_in_handshake_bytes: 4 * MIB,
+            ..Default::default()
+        });
+        assert_eq!(
+            parts,
+            CrossParts {
+                handshake_bytes: 4 * MIB,
+                control_bytes: 6 * MIB,
+                data_bytes: 100 * MIB,
+            }
+        );
+        r.strategies[0].cross_dc_in_parts = [
+            ("a".to_string(), CrossParts::default()),
+            ("b".to_string(), parts),
+        ]
+        .into();
+        let t = r.render_table();
+        println!("{t}");
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("into DC (xF): data + control + handshakes"))
+            .unwrap_or_else(|| panic!("no breakdown in\n{t}"));
+        assert!(line.contains(" a ") && line.ends_with(" b"), "{line}");
+        assert!(
+            t.contains("0.000 + 0.000 + 0.000  1.000 + 0.060 + 0.040"),
+            "{t}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let b = &v["strategies"][0]["cross_dc_in_parts"]["b"];
+        assert_eq!(b["handshake_bytes"], 4 * MIB);
+        assert_eq!(b["control_bytes"], 6 * MIB);
+        assert_eq!(b["data_bytes"], 100 * MIB);
+        assert!(v["strategies"][1].get("cross_dc_in_parts").is_none());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! per host, against the lower bound of the topology.
 
 use crate::bound::lower_bound;
-use crate::report::{DcResult, DeltaInfo, HostResult, Report, StrategyResult};
+use crate::report::{CrossParts, DcResult, DeltaInfo, HostResult, Report, StrategyResult};
 use crate::run::{Outcome, Phase, Scenario, StrategyRun};
 use crate::strategy::Strategy;
 use crate::topology::Topology;
@@ -67,10 +67,12 @@ pub(crate) fn strategy_result(
     let t_all = p.t_all();
     let mut cross_in = BTreeMap::new();
     let mut cross_ratio = BTreeMap::new();
+    let mut cross_parts = BTreeMap::new();
     for (i, dc) in topo.dcs.iter().enumerate() {
-        let b = p.net.dcs.get(i).map_or(0, |d| d.wan_in_bytes);
-        cross_in.insert(dc.name.clone(), b);
-        cross_ratio.insert(dc.name.clone(), b as f64 / f.max(1) as f64);
+        let d = p.net.dcs.get(i).cloned().unwrap_or_default();
+        cross_in.insert(dc.name.clone(), d.wan_in_bytes);
+        cross_ratio.insert(dc.name.clone(), d.wan_in_bytes as f64 / f.max(1) as f64);
+        cross_parts.insert(dc.name.clone(), CrossParts::of(&d));
     }
     let targets = topo.targets();
     let per_dc = topo
@@ -119,6 +121,7 @@ pub(crate) fn strategy_result(
         hosts_total: targets.len(),
         cross_dc_bytes_in: cross_in,
         cross_dc_ratio: cross_ratio,
+        cross_dc_in_parts: cross_parts,
         per_dc,
         per_host,
         time_limit_s,

@@ -105,7 +105,8 @@ impl Sender {
     /// Sends datagram number `seq` of `len` bytes to `to`, waiting while the uplink is full.
     async fn send(&mut self, to: SocketAddr, seq: u64, len: usize) {
         let mut data = vec![0u8; len];
-        data[..8].copy_from_slice(&seq.to_le_bytes());
+        // Big-endian: the first byte stays 0, never a QUIC long header's.
+        data[..8].copy_from_slice(&seq.to_be_bytes());
         self.send_raw(to, &data, None).await;
     }
 
@@ -163,7 +164,7 @@ fn receiver(
             };
             let at = Instant::now();
             for (m, b) in metas.iter().zip(&bufs).take(n) {
-                let seq = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+                let seq = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
                 got.push(Rx {
                     at,
                     from: m.addr,
@@ -277,6 +278,21 @@ async fn raw_datagrams_take_the_time_the_model_says() {
     let s = net.stats();
     assert_eq!(s.dcs[1].wan_in_small_bytes, 300);
     assert_eq!(s.dcs[1].wan_in_bytes, bytes + 300);
+    assert_eq!(s.dcs[1].wan_in_handshake_bytes, 0);
+
+    // Datagrams that open with a QUIC long header (handshakes) are counted
+    // apart from both, whatever their size.
+    let rx = receiver(dst.clone(), 2, Instant::now() + Duration::from_secs(2));
+    for len in [1200, 90] {
+        let mut d = vec![0u8; len];
+        d[0] = 0xc0;
+        tx_side.send_raw(to, &d, None).await;
+    }
+    assert_eq!(rx.await.unwrap().len(), 2);
+    let s = net.stats();
+    assert_eq!(s.dcs[1].wan_in_handshake_bytes, 1290);
+    assert_eq!(s.dcs[1].wan_in_small_bytes, 300);
+    assert_eq!(s.dcs[1].wan_in_bytes, bytes + 300 + 1290);
 }
 
 /// `segment_size` splits a transmit into datagrams; oversize datagrams are
