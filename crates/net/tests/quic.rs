@@ -452,6 +452,43 @@ async fn echo_once(ep: quinn::Endpoint) -> quinn::PathStats {
 }
 
 #[tokio::test]
+async fn each_side_asks_the_other_to_acknowledge_less_often() {
+    timeout(LIMIT, async {
+        let (_c, ea, eb) = two_hosts();
+        let addr = ea.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let conn = ea.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            while let Ok(Some(m)) = recv_msg(&mut recv, MAX_CONTROL).await {
+                send_msg(&mut send, &m).await.unwrap();
+            }
+            let stats = conn.stats();
+            conn.closed().await;
+            stats
+        });
+        let conn = connect(&eb, addr, "a.test").await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        for _ in 0..20 {
+            send_msg(&mut send, &hello("b.test")).await.unwrap();
+            recv_msg(&mut recv, MAX_CONTROL).await.unwrap().unwrap();
+        }
+        let ours = conn.stats();
+        send.finish().unwrap();
+        conn.close(0u32.into(), b"done");
+        let theirs = server.await.unwrap();
+        // The ACK_FREQUENCY frame is how the request travels (quinn sends
+        // one once the handshake shows the peer supports it).
+        for (side, s) in [("client", &ours), ("server", &theirs)] {
+            assert!(s.frame_tx.ack_frequency >= 1, "{side} asked: {s:?}");
+            assert!(s.frame_rx.ack_frequency >= 1, "{side} was asked: {s:?}");
+        }
+        eb.wait_idle().await;
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test]
 async fn a_connection_probes_the_path_mtu_once() {
     // Loopback carries any size, so the one probe, at 1452 bytes, succeeds.
     timeout(LIMIT, async {
