@@ -826,7 +826,11 @@ impl Shared {
                 // connection's handshake is done (RFC 9000, 17.2); a
                 // datagram starting with one may carry a short-header
                 // packet after it, which is counted with it.
-                if eng.slab[slot as usize].data.first().is_some_and(|b| b & 0x80 != 0) {
+                if eng.slab[slot as usize]
+                    .data
+                    .first()
+                    .is_some_and(|b| b & 0x80 != 0)
+                {
                     dc.wan_in_handshake_bytes.fetch_add(len as u64, Relaxed);
                 } else if len < SMALL_DATAGRAM {
                     dc.wan_in_small_bytes.fetch_add(len as u64, Relaxed);

@@ -382,7 +382,11 @@ impl Report {
     fn write_cross_parts(&self, out: &mut String) -> std::fmt::Result {
         let f = self.bundle_bytes;
         let mut dcs: Vec<&str> = Vec::new();
-        for d in self.strategies.iter().flat_map(|s| s.cross_dc_in_parts.keys()) {
+        for d in self
+            .strategies
+            .iter()
+            .flat_map(|s| s.cross_dc_in_parts.keys())
+        {
             if !dcs.contains(&d.as_str()) {
                 dcs.push(d);
             }
@@ -394,7 +398,11 @@ impl Report {
         header.extend(dcs.iter().map(|d| d.to_string()));
         let mut rows = vec![header];
         let x = |b: u64| format!("{:.3}", b as f64 / f as f64);
-        for s in self.strategies.iter().filter(|s| !s.cross_dc_in_parts.is_empty()) {
+        for s in self
+            .strategies
+            .iter()
+            .filter(|s| !s.cross_dc_in_parts.is_empty())
+        {
             let mut row = vec![s.strategy.clone()];
             for dc in &dcs {
                 row.push(match s.cross_dc_in_parts.get(*dc) {
