@@ -90,8 +90,9 @@ pub const SMALL_DATAGRAM: usize = 600;
 pub struct DcStats {
     /// Passed through the datacenter's inbound WAN link (entered the datacenter).
     pub wan_in_bytes: u64,
-    /// Of those, in datagrams shorter than [`SMALL_DATAGRAM`]: acknowledgements
-    /// and control messages rather than chunk data.
+    /// Of those, in datagrams shorter than [`SMALL_DATAGRAM`] that are not
+    /// handshakes: acknowledgements and control messages rather than chunk
+    /// data (and a chunk's last, short packet).
     pub wan_in_small_bytes: u64,
     /// Of those, in datagrams that start with a QUIC long header: the
     /// handshakes of connections into or out of the datacenter.

@@ -93,7 +93,8 @@ pub struct CrossParts {
     /// Datagrams opening with a QUIC long header: connection handshakes.
     pub handshake_bytes: u64,
     /// Other datagrams under [`crate::net::SMALL_DATAGRAM`] bytes:
-    /// acknowledgements, `Have`s, requests, keep-alives.
+    /// acknowledgements, `Have`s, requests, keep-alives, and the last,
+    /// short packet of a chunk.
     pub control_bytes: u64,
     /// The rest: full-sized packets of chunks and manifests, their QUIC
     /// framing and their retransmissions.
