@@ -1,7 +1,8 @@
 //! Fleet rollback at scale: 48 simulated hosts in 3 datacenters (40 ms RTT
 //! between them) switched back to the previous release by the real rollout
 //! code from the deploy host, in batches of a quarter of the fleet, with no
-//! hooks: it must take under 5 seconds.
+//! hooks: it must take under 5 seconds. The same run checks that crossers
+//! in groups keep the connections across datacenters down.
 
 use shoal_netsim::prepare::Source;
 use shoal_netsim::run::{Scenario, run};
@@ -35,6 +36,22 @@ fn forty_eight_hosts_roll_back_in_under_five_seconds() {
     let r = report(&scenario, &outcome);
     let s = &r.strategies[0];
     assert_eq!(s.hosts_verified, 48, "{s:?}");
+    // Crossers in groups (`shoal_node::listing::Groups`): each of a remote
+    // datacenter's 16 hosts dials across only its own group, not all 32
+    // crossers of the other two. Every connection into a datacenter brings
+    // it at least one Initial padded to 1,200 bytes, so a full mesh would
+    // bring 16 x 32 x 1,200 bytes of handshakes or more.
+    let seed_dc = &scenario.topology.dcs[scenario.topology.seed().dc].name;
+    for (dc, parts) in &s.cross_dc_in_parts {
+        if dc != seed_dc {
+            println!("handshakes into {dc}: {} bytes", parts.handshake_bytes);
+            assert!(
+                parts.handshake_bytes < 16 * 32 * 1200,
+                "{dc}: {} bytes of handshakes came in: a full mesh across",
+                parts.handshake_bytes
+            );
+        }
+    }
     assert!(
         s.delta_t_all_s.is_some(),
         "the second release did not reach every host"

@@ -13,7 +13,7 @@ mod frame;
 mod identity;
 mod tuning;
 
-pub use endpoint::{bind_socket, connect, endpoint, endpoint_with_socket, local_addr};
+pub use endpoint::{CID_LEN, bind_socket, connect, endpoint, endpoint_with_socket, local_addr};
 pub use error::NetError;
 pub use frame::{recv_msg, recv_msg_noting, send_msg};
 pub use identity::{ALPN, Identity, PeerName, peer_name, provider};

@@ -526,3 +526,62 @@ async fn a_known_path_mtu_is_used_from_the_first_packet_without_a_probe() {
         .expect("timed out");
     }
 }
+
+/// Every packet carries the connection ID its receiver handed out; shoal's
+/// are `CID_LEN` bytes, not quinn's 8. A relay between the two hosts reads
+/// the source ID's length from each long header (the handshake's packets,
+/// where each side names its own ID), both ways.
+#[tokio::test]
+async fn both_sides_hand_out_short_connection_ids() {
+    timeout(LIMIT, async {
+        let (_c, ea, eb) = two_hosts();
+        let server = ea.local_addr().unwrap();
+        let relay = tokio::net::UdpSocket::bind(local()).await.unwrap();
+        let relay_addr = relay.local_addr().unwrap();
+        let echo = tokio::spawn(echo_once(ea));
+        // (from the server, source ID length) of each long-header datagram.
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<(bool, usize)>::new()));
+        let relaying = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                let mut client = None;
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    let (n, from) = relay.recv_from(&mut buf).await.unwrap();
+                    let d = &buf[..n];
+                    // Long header: form bit, version (4), DCID length, DCID,
+                    // SCID length.
+                    if d[0] & 0x80 != 0
+                        && let Some(&dcid) = d.get(5)
+                        && let Some(&scid) = d.get(6 + dcid as usize)
+                    {
+                        seen.lock().unwrap().push((from == server, scid as usize));
+                    }
+                    let to = if from == server {
+                        client.expect("the client speaks first")
+                    } else {
+                        client = Some(from);
+                        server
+                    };
+                    relay.send_to(d, to).await.unwrap();
+                }
+            }
+        });
+        let conn = connect(&eb, relay_addr, "a.test").await.unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send_msg(&mut send, &hello("b.test")).await.unwrap();
+        recv_msg(&mut recv, MAX_CONTROL).await.unwrap().unwrap();
+        send.finish().unwrap();
+        conn.close(0u32.into(), b"done");
+        echo.await.unwrap();
+        relaying.abort();
+        let seen = seen.lock().unwrap().clone();
+        for side in [false, true] {
+            assert!(seen.iter().any(|s| s.0 == side), "server {side}: {seen:?}");
+        }
+        assert!(seen.iter().all(|s| s.1 == shoal_net::CID_LEN), "{seen:?}");
+        eb.wait_idle().await;
+    })
+    .await
+    .expect("timed out");
+}

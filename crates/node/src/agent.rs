@@ -380,19 +380,27 @@ async fn poll_once(
                 peers, crossers, ..
             } = reply
             {
-                let view =
-                    crate::listing::swarm_view(&peers, &crossers, &node.opts.host, &node.opts.dc);
-                node.set_members(id, view);
+                let view = crate::listing::swarm_view(
+                    &peers,
+                    &crossers,
+                    &node.opts.host,
+                    &node.opts.dc,
+                    &id,
+                );
                 // Fetching hosts dial every peer they lack (`redial_loop`);
                 // hosts that finished are dialled by those still fetching.
+                // Across, with crossers in groups, only this host's group.
                 let mut book = book.0.lock().expect("book lock");
                 for p in peers {
                     if p.host != node.opts.host
+                        && view.dials(&p, &node.opts.dc)
                         && let Ok(addr) = p.addr.parse()
                     {
                         book.insert(p.host, addr);
                     }
                 }
+                drop(book);
+                node.set_members(id, view);
             }
         }
     }

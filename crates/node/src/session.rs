@@ -301,9 +301,7 @@ impl Apply<'_> {
                 }
             }
             SessionEvent::Members(view) => {
-                swarm.set_members(view.members.iter().map(String::as_str));
-                swarm.set_crosser(view.crosser);
-                swarm.set_meshed(view.meshed);
+                view.apply(swarm);
             }
             SessionEvent::Started { peer, chunk } => {
                 swarm.on_started(self.node.now(), peer, chunk);

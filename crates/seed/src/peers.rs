@@ -334,6 +334,102 @@ mod tests {
         );
     }
 
+    /// Host `i`'s list as its agent reads it: the peers and its view.
+    fn view_of(
+        r: &Roster,
+        i: usize,
+    ) -> (
+        Listing,
+        Vec<shoal_proto::PeerInfo>,
+        shoal_node::listing::SwarmView,
+    ) {
+        let h = r.host(i);
+        let l = r.list(&h.host, &h.dc, &PeerPolicy::Swarm, 0);
+        let infos: Vec<shoal_proto::PeerInfo> = l
+            .peers
+            .iter()
+            .map(|&p| {
+                let c = r.host(p);
+                shoal_proto::PeerInfo {
+                    host: c.host.clone(),
+                    dc: c.dc.clone(),
+                    role: c.role,
+                    addr: String::new(),
+                }
+            })
+            .collect();
+        let view = shoal_node::listing::swarm_view(&infos, &l.crossers, &h.host, &h.dc, &"rel");
+        (l, infos, view)
+    }
+
+    /// What crossers in groups rely on: every crosser of a meshed fleet
+    /// works out the same groups from its own list, of even sizes in each
+    /// datacenter, and dials across only its own group.
+    #[test]
+    fn every_crosser_of_a_meshed_fleet_agrees_on_the_groups() {
+        use shoal_node::listing::GROUP_SIZE;
+        let fleets: [(&[usize], usize, Option<usize>); 7] = [
+            (&[16, 16, 16], 1, Some(16 / GROUP_SIZE)),
+            (&[12, 12, 12, 12], 1, Some(12 / GROUP_SIZE)),
+            (&[20, 9, 20], 2, Some(9 / GROUP_SIZE)),
+            (&[40, 40], 1, Some(CROSSERS / GROUP_SIZE)),
+            // A datacenter too small for two groups: none anywhere.
+            (&[16, 2, 30], 2, None),
+            // One datacenter: nothing to cross.
+            (&[16], 1, None),
+            // Not meshed: lists are full.
+            (&[100; 10], 1, None),
+        ];
+        for (sizes, seeds, want) in fleets {
+            let r = Roster::new(mixed(sizes, seeds), &"rel");
+            let mut seen = BTreeSet::new();
+            for i in seeds..r.len() {
+                let h = r.host(i).clone();
+                let (l, infos, view) = view_of(&r, i);
+                if !l.crossers.contains(&h.host) {
+                    assert_eq!(view.groups, None);
+                    continue;
+                }
+                let Some(g) = &view.groups else {
+                    assert_eq!(want, None, "{sizes:?}: {} has no groups", h.host);
+                    continue;
+                };
+                assert_eq!(Some(g.count as usize), want, "{sizes:?}");
+                assert_eq!(g.of.get(&h.host), Some(&g.mine));
+                for p in &infos {
+                    let across = p.dc != h.dc && p.role == Role::Agent;
+                    let same = g.of.get(&p.host) == Some(&g.mine);
+                    assert_eq!(view.dials(p, &h.dc), !across || same, "{p:?}");
+                }
+                seen.insert(g.of.clone());
+            }
+            assert!(seen.len() <= 1, "{sizes:?}: crossers disagree: {seen:#?}");
+            let (Some(count), Some(of)) = (want, seen.first()) else {
+                assert_eq!(want, None, "{sizes:?}: no crosser has groups");
+                continue;
+            };
+            // Every crosser has a group, and each datacenter's groups differ
+            // in size by one at most. The first `count` in rank order (the
+            // first to join) are in different groups.
+            for d in 0..sizes.len() {
+                let mut per = vec![0usize; count];
+                let mut names: Vec<&str> = r
+                    .crossers(&format!("dc{d}"))
+                    .iter()
+                    .map(|&c| r.host(c).host.as_str())
+                    .collect();
+                for h in &names {
+                    per[of[*h] as usize] += 1;
+                }
+                let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+                assert!(hi - lo <= 1 && *lo >= 1, "{sizes:?} dc{d}: {per:?}");
+                names.sort_by_key(|h| std::cmp::Reverse(rank(h, &"rel")));
+                let first: BTreeSet<u32> = names[..count].iter().map(|h| of[*h]).collect();
+                assert_eq!(first.len(), count, "{sizes:?} dc{d}: {names:?}");
+            }
+        }
+    }
+
     #[test]
     fn a_large_datacenter_agrees_on_its_crossers_and_only_they_look_across() {
         let r = Roster::new(fleet(10, 1000), &"rel");

@@ -24,5 +24,6 @@ mod swarm;
 pub use bitset::BitSet;
 pub use rate::TokenBucket;
 pub use swarm::{
-    Action, ChunkIx, Config, PeerId, PeerStates, Stats, Swarm, host_key, mix, release_rank,
+    Action, ChunkIx, Config, PeerId, PeerStates, Stats, Swarm, chunk_group, host_key, mix,
+    release_rank,
 };

@@ -225,6 +225,8 @@ pub struct Swarm {
     /// Whoever brings a chunk into this datacenter is connected to every
     /// crosser across (see `set_meshed`).
     meshed: bool,
+    /// Crossers in groups (see `set_groups`). None: one group of everyone.
+    groups: Option<Groups>,
     /// Chunks announced to this datacenter only, because their bringer told
     /// the others: told across after all if a neighbour (perhaps that
     /// bringer, before its batch went out) leaves or the swarm stops being
@@ -331,6 +333,25 @@ fn score(key: u64, chunk: ChunkIx) -> u64 {
     mix(key ^ (u64::from(chunk)).wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
+/// The fleet's crossers in groups, as this host knows them (`set_groups`).
+#[derive(Debug, PartialEq, Eq)]
+struct Groups {
+    count: u32,
+    /// This host's group.
+    mine: u32,
+    /// Every crosser's group, by host key.
+    of: HashMap<u64, u32>,
+}
+
+/// Which of `count` groups of crossers brings `chunk` into each datacenter
+/// (see `Swarm::set_groups`): the same in every datacenter.
+pub fn chunk_group(chunk: ChunkIx, count: u32) -> u32 {
+    (score(GROUP_KEY, chunk) % u64::from(count.max(1))) as u32
+}
+
+/// Hashes chunks to groups apart from hosts' scores.
+const GROUP_KEY: u64 = 0x6a09_e667_f3bc_c908;
+
 /// SplitMix64's finaliser: spreads a key's bits for hashing and sampling.
 pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -380,6 +401,7 @@ impl Swarm {
             born: None,
             crosser: true,
             meshed: false,
+            groups: None,
             untold_across: Vec::new(),
             live_dcs: Vec::new(),
             progress_fresh: false,
@@ -533,6 +555,41 @@ impl Swarm {
         self.meshed = yes;
         if !yes {
             self.tell_untold_across(None);
+        }
+    }
+
+    /// The fleet's crossers in `count` groups, this host in `mine`, and
+    /// each crosser's group by host name, this datacenter's and the
+    /// others': a chunk is brought into each datacenter by a crosser of its
+    /// group ([`chunk_group`]), and this host is connected across to the
+    /// crossers of its own group only. None (the default): no groups.
+    pub fn set_groups<'a>(
+        &mut self,
+        groups: Option<(u32, u32, impl IntoIterator<Item = (&'a str, u32)>)>,
+    ) {
+        let new = groups.map(|(count, mine, of)| Groups {
+            count,
+            mine,
+            of: of.into_iter().map(|(h, g)| (host_key(h), g)).collect(),
+        });
+        if new != self.groups {
+            self.groups = new;
+            self.assigned_stale = true;
+            self.wake_all();
+        }
+    }
+
+    /// The group of `chunk`, of `self.groups`; None: no groups.
+    fn group_of_chunk(&self, chunk: ChunkIx) -> Option<u32> {
+        self.groups.as_ref().map(|g| chunk_group(chunk, g.count))
+    }
+
+    /// Whether the crosser `key` may bring `chunk` in: it is in the chunk's
+    /// group, or there are no groups.
+    fn in_group(&self, key: u64, chunk: ChunkIx) -> bool {
+        match &self.groups {
+            None => true,
+            Some(g) => g.of.get(&key) == Some(&chunk_group(chunk, g.count)),
         }
     }
 
@@ -1120,6 +1177,9 @@ impl Swarm {
             if p.local || p.seed || p.banned || p.have.get(chunk as usize) {
                 continue;
             }
+            if !self.in_group(p.key, chunk) {
+                continue;
+            }
             let id = p.id;
             let s = score(p.key, chunk);
             match best.iter_mut().find(|(dc, ..)| *dc == p.dc) {
@@ -1198,10 +1258,19 @@ impl Swarm {
             .collect();
         keys.sort_unstable();
         keys.dedup();
+        // With groups, a chunk goes to the members of its group; this host
+        // takes part only for its own group's chunks.
+        let group_of: Vec<Option<u32>> = keys
+            .iter()
+            .map(|k| self.groups.as_ref().and_then(|g| g.of.get(k).copied()))
+            .collect();
+        let my_group = self.groups.as_ref().map(|g| g.mine);
         for c in 0..self.lens.len() {
             let c = c as ChunkIx;
-            // A host that is no crosser never outranks the members.
-            let mine = if self.crosser {
+            let group = self.group_of_chunk(c);
+            // A host that is no crosser never outranks the members, nor
+            // does one outside the chunk's group.
+            let mine = if self.crosser && (group.is_none() || group == my_group) {
                 score(self.my_key, c)
             } else {
                 0
@@ -1209,7 +1278,8 @@ impl Swarm {
             self.assigned[c as usize] = keys
                 .iter()
                 .enumerate()
-                .filter(|&(_, &k)| score(k, c) > mine || !self.crosser)
+                .filter(|&(i, _)| group.is_none() || group_of[i] == group)
+                .filter(|&(_, &k)| score(k, c) > mine || mine == 0)
                 .max_by_key(|&(_, &k)| score(k, c))
                 .map_or(SELF, |(i, _)| i as u32);
         }

@@ -967,3 +967,101 @@ fn a_host_with_as_many_pieces_arriving_as_full_at_says_it_is_full_and_then_has_r
     assert_eq!(fulls(&mut s), [false], "one arriving: room again");
     assert_eq!(s.stats.full, 1);
 }
+
+/// Crossers in two groups: this host (group 0) fetches across only chunks
+/// of its group, and a chunk fresh from the seed is told, in each other
+/// datacenter, to the crosser of the chunk's group. Without groups both go
+/// to any crosser.
+#[test]
+fn with_crossers_in_groups_a_chunk_crosses_within_its_group() {
+    use shoal_swarm::chunk_group;
+    let chunks = 64;
+    let of = [
+        ("me", 0),
+        ("a1", 0),
+        ("a2", 1),
+        ("b0", 0),
+        ("b1", 1),
+        ("c0", 0),
+        ("c1", 1),
+    ];
+    for grouped in [true, false] {
+        let cfg = Config {
+            dc: "a".into(),
+            ..Config::default()
+        };
+        let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
+        s.set_members(["a1", "a2"]);
+        s.set_meshed(true);
+        s.set_groups(grouped.then_some((2, 0, of)));
+        s.add_peer(1, "seed", "a", true);
+        s.peer_bitfield(1, |_| true);
+        let names = ["b0", "b1", "c0", "c1"];
+        for (i, h) in names.iter().enumerate() {
+            s.add_peer(10 + i as u64, h, &h[..1], false);
+        }
+        // Across, b0 and b1 hold every chunk.
+        s.peer_bitfield(10, |_| true);
+        s.peer_bitfield(11, |_| true);
+        s.schedule(Duration::from_secs(1));
+        let asked: Vec<(u64, u32)> = std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Request { peer, chunk } => Some((peer, chunk)),
+                _ => None,
+            })
+            .collect();
+        let across: Vec<u32> = asked.iter().filter(|r| r.0 >= 10).map(|r| r.1).collect();
+        assert!(
+            !across.is_empty(),
+            "grouped {grouped}: nothing asked across"
+        );
+        let outside = across.iter().filter(|&&c| chunk_group(c, 2) != 0).count();
+        if grouped {
+            assert_eq!(outside, 0, "asked across for another group's chunks");
+        } else {
+            assert!(
+                outside > 0,
+                "without groups every crosser shares the chunks"
+            );
+        }
+
+        // Chunks fresh from the seed (the others' bitfields say none has
+        // them): each is told to one crosser in b and one in c.
+        let mut s = Swarm::new(
+            Config {
+                dc: "a".into(),
+                ..Config::default()
+            },
+            "me",
+            vec![1000; chunks],
+            BitSet::new(chunks),
+        );
+        s.set_members(["a1", "a2"]);
+        s.set_meshed(true);
+        s.set_groups(grouped.then_some((2, 0, of)));
+        s.add_peer(1, "seed", "a", true);
+        s.peer_bitfield(1, |_| true);
+        for (i, h) in names.iter().enumerate() {
+            s.add_peer(10 + i as u64, h, &h[..1], false);
+        }
+        let mine: Vec<u32> = (0..chunks as u32)
+            .filter(|&c| chunk_group(c, 2) == 0)
+            .collect();
+        for &c in &mine {
+            s.on_piece(Duration::ZERO, 1, c, true);
+        }
+        let told: Vec<(u64, u32)> = std::iter::from_fn(|| s.poll_action())
+            .filter_map(|a| match a {
+                Action::Tell { peer, chunk } => Some((peer, chunk)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told.len(), 2 * mine.len(), "one crosser per datacenter");
+        let to_other_group = told.iter().filter(|t| t.0 == 11 || t.0 == 13).count();
+        if grouped {
+            assert_eq!(to_other_group, 0, "{told:?}");
+        } else {
+            assert!(to_other_group > 0, "{told:?}");
+        }
+    }
+}

@@ -653,12 +653,20 @@ impl<'a> Sim<'a> {
                     }
                 })
                 .collect();
-            let view = shoal_node::listing::swarm_view(&infos, &listing.crossers, &h.name, dc_name);
+            let view = shoal_node::listing::swarm_view(
+                &infos,
+                &listing.crossers,
+                &h.name,
+                dc_name,
+                &RELEASE,
+            );
             let s = self.swarms[x].as_mut().expect("a target has a swarm");
-            s.set_members(view.members.iter().map(String::as_str));
-            s.set_crosser(view.crosser);
-            s.set_meshed(view.meshed);
-            for &p in &listing.peers {
+            view.apply(s);
+            for (&p, info) in listing.peers.iter().zip(&infos) {
+                // As the agent dials: across, with groups, its own only.
+                if !view.dials(info, dc_name) {
+                    continue;
+                }
                 let key = (x.min(p), x.max(p));
                 if connected.insert(key) {
                     self.pairs[x].push(p);
