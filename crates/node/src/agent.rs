@@ -380,13 +380,8 @@ async fn poll_once(
                 peers, crossers, ..
             } = reply
             {
-                let view = crate::listing::swarm_view(
-                    &peers,
-                    &crossers,
-                    &node.opts.host,
-                    &node.opts.dc,
-                    &id,
-                );
+                let view =
+                    crate::listing::swarm_view(&peers, &crossers, &node.opts.host, &node.opts.dc);
                 // Fetching hosts dial every peer they lack (`redial_loop`);
                 // hosts that finished are dialled by those still fetching.
                 // Across, with crossers in groups, only this host's group.

@@ -358,8 +358,25 @@ mod tests {
                 }
             })
             .collect();
-        let view = shoal_node::listing::swarm_view(&infos, &l.crossers, &h.host, &h.dc, &"rel");
+        let view = shoal_node::listing::swarm_view(&infos, &l.crossers, &h.host, &h.dc);
         (l, infos, view)
+    }
+
+    /// A fleet keeps its groups from one release to the next, so its
+    /// crossers keep their connections across: each release's new groups
+    /// would be dialled on top of the last ones.
+    #[test]
+    fn a_fleet_keeps_its_groups_from_release_to_release() {
+        let groups = |release: &str| {
+            let r = Roster::new(mixed(&[16, 16, 16], 1), &release);
+            (1..r.len())
+                .map(|i| view_of(&r, i).2.groups.expect("grouped"))
+                .collect::<Vec<_>>()
+        };
+        let first = groups("rel");
+        assert_eq!(first.len(), 48);
+        assert_eq!(first, groups("rel2"));
+        assert_eq!(first, groups("another release"));
     }
 
     /// What crossers in groups rely on: every crosser of a meshed fleet
@@ -409,8 +426,8 @@ mod tests {
                 continue;
             };
             // Every crosser has a group, and each datacenter's groups differ
-            // in size by one at most. The first `count` in rank order (the
-            // first to join) are in different groups.
+            // in size by one at most. Groups are dealt round the order of the
+            // names: the first `count` in it are in different groups.
             for d in 0..sizes.len() {
                 let mut per = vec![0usize; count];
                 let mut names: Vec<&str> = r
@@ -423,7 +440,7 @@ mod tests {
                 }
                 let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
                 assert!(hi - lo <= 1 && *lo >= 1, "{sizes:?} dc{d}: {per:?}");
-                names.sort_by_key(|h| std::cmp::Reverse(rank(h, &"rel")));
+                names.sort_by_key(|h| host_key(h));
                 let first: BTreeSet<u32> = names[..count].iter().map(|h| of[*h]).collect();
                 assert_eq!(first.len(), count, "{sizes:?} dc{d}: {names:?}");
             }

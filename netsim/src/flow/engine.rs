@@ -653,13 +653,7 @@ impl<'a> Sim<'a> {
                     }
                 })
                 .collect();
-            let view = shoal_node::listing::swarm_view(
-                &infos,
-                &listing.crossers,
-                &h.name,
-                dc_name,
-                &RELEASE,
-            );
+            let view = shoal_node::listing::swarm_view(&infos, &listing.crossers, &h.name, dc_name);
             let s = self.swarms[x].as_mut().expect("a target has a swarm");
             view.apply(s);
             for (&p, info) in listing.peers.iter().zip(&infos) {
