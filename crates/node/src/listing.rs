@@ -59,7 +59,7 @@ impl SwarmView {
         swarm.set_meshed(self.meshed);
         swarm.set_groups(self.groups.as_ref().map(|g| {
             let of = g.of.iter().map(|(h, &x)| (h.as_str(), x));
-            (g.count, g.mine, of)
+            (g.count, of)
         }));
     }
 

@@ -993,7 +993,7 @@ fn with_crossers_in_groups_a_chunk_crosses_within_its_group() {
         let mut s = Swarm::new(cfg, "me", vec![1000; chunks], BitSet::new(chunks));
         s.set_members(["a1", "a2"]);
         s.set_meshed(true);
-        s.set_groups(grouped.then_some((2, 0, of)));
+        s.set_groups(grouped.then_some((2, of)));
         s.add_peer(1, "seed", "a", true);
         s.peer_bitfield(1, |_| true);
         let names = ["b0", "b1", "c0", "c1"];
@@ -1038,7 +1038,7 @@ fn with_crossers_in_groups_a_chunk_crosses_within_its_group() {
         );
         s.set_members(["a1", "a2"]);
         s.set_meshed(true);
-        s.set_groups(grouped.then_some((2, 0, of)));
+        s.set_groups(grouped.then_some((2, of)));
         s.add_peer(1, "seed", "a", true);
         s.peer_bitfield(1, |_| true);
         for (i, h) in names.iter().enumerate() {
